@@ -1,0 +1,450 @@
+package commit
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/cambiumdb/cambium/pages"
+	"github.com/cambiumdb/cambium/pages/segment"
+	"github.com/cambiumdb/cambium/pgschema"
+)
+
+// Defaults for the Committer's options.
+const (
+	DefaultWorkers        = 2
+	DefaultMaxGroupBytes  = 16 << 20
+	DefaultMaxGroupUnits  = 512
+	DefaultGroupTimeout   = 30 * time.Second
+	DefaultQueueLength    = 4096
+	segmentKeyPrefix      = "segments/"
+	segmentKeyRandomBytes = 16
+)
+
+// Committer decides hybrid commits and makes the accepted ones durable.
+//
+// Group commit: Submit queues a client's batch as one unit; each of Workers
+// loops takes every unit queued at that moment (up to MaxGroupUnits or
+// MaxGroupBytes of pages) as one group, uploads all the group's pages as one
+// segment, then decides every commit and stores the accepted ones in one
+// metadata transaction that locks the group's volumes in ascending id order.
+// A lightly loaded server therefore adds no delay, and a loaded one pays one
+// PUT and one transaction per group rather than per commit.
+//
+// Two orderings are preserved:
+//   - Durability (invariant 4): a segment is uploaded before any metadata
+//     that references it is committed. A crash in between leaves an orphan
+//     segment for garbage collection, never a dangling page-index row.
+//   - Per volume, commits are decided in the order their volume row's lock is
+//     granted; within a unit, in the order the client sent them.
+type Committer struct {
+	Workers       int           // group-commit loops; must be set before Open
+	MaxGroupBytes int           // page bytes per group before it is cut
+	MaxGroupUnits int           // batches per group before it is cut
+	GroupTimeout  time.Duration // bound on one group's upload and transaction
+	Logger        *zap.Logger
+	Metrics       *Metrics // optional
+
+	// Fault seams for crash tests: called at the named step of each group;
+	// nil in production.
+	AfterUpload func(segmentKey string)
+	AfterMeta   func(segmentKey string)
+
+	meta  pgschema.Metastore
+	store pages.Store
+	queue chan *unit
+	wg    sync.WaitGroup
+	mu    struct {
+		sync.Mutex
+		closed bool
+	}
+}
+
+// unit is one client's batch for one volume, decided in order.
+type unit struct {
+	vol     pgschema.Volume
+	reqs    []Request
+	results []Result
+	err     error
+	done    chan struct{}
+}
+
+// New returns a Committer over a metastore and a page store. Call Open to
+// start it.
+func New(meta pgschema.Metastore, store pages.Store) *Committer {
+	return &Committer{
+		Workers:       DefaultWorkers,
+		MaxGroupBytes: DefaultMaxGroupBytes,
+		MaxGroupUnits: DefaultMaxGroupUnits,
+		GroupTimeout:  DefaultGroupTimeout,
+		Logger:        zap.NewNop(),
+		meta:          meta,
+		store:         store,
+	}
+}
+
+// Open starts the group-commit loops.
+func (c *Committer) Open() {
+	c.queue = make(chan *unit, DefaultQueueLength)
+	for range c.Workers {
+		c.wg.Go(c.loop)
+	}
+}
+
+// Close stops accepting commits, lets queued groups finish, and waits for
+// the loops to end or ctx to expire.
+func (c *Committer) Close(ctx context.Context) error {
+	c.mu.Lock()
+	if !c.mu.closed {
+		c.mu.closed = true
+		close(c.queue)
+	}
+	c.mu.Unlock()
+	done := make(chan struct{})
+	go func() { c.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Submit decides a client's batch of commits to one volume, in order, and
+// returns one Result per request. A malformed request fails the whole batch
+// with an *InvalidCommitError before anything is stored. An error return
+// (ErrUnavailable, a context error) means the batch's outcome is unknown or
+// nothing was decided; retrying the same batch is always safe, because
+// stored commits are recognised by their idempotency key.
+func (c *Committer) Submit(ctx context.Context, vol pgschema.Volume, reqs []Request) ([]Result, error) {
+	for i := range reqs {
+		if err := reqs[i].Validate(vol.PageSize); err != nil {
+			return nil, err
+		}
+	}
+	if len(reqs) == 0 {
+		return nil, nil
+	}
+	u := &unit{vol: vol, reqs: reqs, done: make(chan struct{})}
+	c.mu.Lock()
+	if c.mu.closed {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("%w: shutting down", ErrUnavailable)
+	}
+	select {
+	case c.queue <- u:
+	default:
+		c.mu.Unlock()
+		return nil, fmt.Errorf("%w: commit queue full", ErrUnavailable)
+	}
+	c.mu.Unlock()
+	select {
+	case <-u.done:
+		return u.results, u.err
+	case <-ctx.Done():
+		// The group goes on: the batch may still be stored, and a retry
+		// will find it by its idempotency key.
+		return nil, ctx.Err()
+	}
+}
+
+// Queued returns how many batches wait for a group-commit loop.
+func (c *Committer) Queued() int { return len(c.queue) }
+
+func (c *Committer) loop() {
+	for first := range c.queue {
+		group := []*unit{first}
+		size := unitBytes(first)
+	fill:
+		for len(group) < c.MaxGroupUnits && size < c.MaxGroupBytes {
+			select {
+			case u, ok := <-c.queue:
+				if !ok {
+					break fill
+				}
+				group = append(group, u)
+				size += unitBytes(u)
+			default:
+				break fill
+			}
+		}
+		c.commitGroup(group)
+	}
+}
+
+func unitBytes(u *unit) int {
+	n := 0
+	for _, r := range u.reqs {
+		n += len(r.Pages) * r.PageSize
+	}
+	return n
+}
+
+// commitGroup uploads the group's pages, then decides and stores every
+// commit in one metadata transaction, then answers each unit.
+func (c *Committer) commitGroup(group []*unit) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), c.GroupTimeout)
+	defer cancel()
+	err := c.commitGroupErr(ctx, group)
+	for _, u := range group {
+		if err != nil {
+			u.results, u.err = nil, err
+		}
+		close(u.done)
+	}
+	if c.Metrics != nil {
+		c.Metrics.observeGroup(group, err, time.Since(start))
+	}
+	if err != nil {
+		c.Logger.Warn("commit group failed", zap.Int("units", len(group)), zap.Error(err))
+	}
+}
+
+// accepted is a commit decided to be stored, waiting for its pages'
+// locations: its request and the NewCommit it becomes.
+type accepted struct {
+	req *Request
+	nc  pgschema.NewCommit
+}
+
+// commitGroupErr decides, uploads and stores one group. Deciding comes first,
+// under the volume locks, so only accepted pages are uploaded and each page
+// is filed in the segment under the version it becomes; the upload then
+// happens before the transaction that references it commits.
+func (c *Committer) commitGroupErr(ctx context.Context, group []*unit) error {
+	var key string
+	err := c.meta.Update(ctx, func(tx pgschema.Tx) error {
+		acc, err := c.decideGroup(ctx, tx, group)
+		if err != nil || len(acc) == 0 {
+			return err
+		}
+		if key, err = c.upload(ctx, acc); err != nil {
+			return fmt.Errorf("upload segment: %w", err)
+		}
+		if c.AfterUpload != nil {
+			c.AfterUpload(key)
+		}
+		for i := range acc {
+			if err := tx.Append(ctx, acc[i].nc); err != nil {
+				return fmt.Errorf("append commit %d: %w", acc[i].req.Seq, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		for _, u := range group {
+			u.results = nil
+		}
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	if c.AfterMeta != nil && key != "" {
+		c.AfterMeta(key)
+	}
+	return nil
+}
+
+// upload writes the pages of the accepted commits into one segment per page
+// size (one in practice) and fills in their locations.
+func (c *Committer) upload(ctx context.Context, acc []accepted) (string, error) {
+	encoders := map[int]*segment.Encoder{}
+	for i := range acc {
+		a := &acc[i]
+		enc := encoders[a.req.PageSize]
+		if enc == nil {
+			enc = segment.NewEncoder(a.req.PageSize)
+			encoders[a.req.PageSize] = enc
+		}
+		for _, p := range a.req.Pages {
+			if err := enc.Add(a.nc.Volume, a.nc.Version, p.No, p.Data); err != nil {
+				return "", err
+			}
+		}
+	}
+	var lastKey string
+	for size, enc := range encoders {
+		if enc.Len() == 0 {
+			continue
+		}
+		data, entries, err := enc.Finish()
+		if err != nil {
+			return "", fmt.Errorf("encode segment: %w", err)
+		}
+		key, err := newSegmentKey()
+		if err != nil {
+			return "", err
+		}
+		if err := c.store.Put(ctx, key, data); err != nil {
+			return "", err
+		}
+		n := 0
+		for i := range acc {
+			a := &acc[i]
+			if a.req.PageSize != size {
+				continue
+			}
+			for j := range a.nc.Pages {
+				e := entries[n]
+				n++
+				a.nc.Pages[j].Location = pages.Location{
+					Segment: key, FrameOffset: e.FrameOffset, FrameLength: e.FrameLength,
+					PageOffset: e.PageOffset, Hash: e.Hash,
+				}
+			}
+		}
+		lastKey = key
+	}
+	return lastKey, nil
+}
+
+func newSegmentKey() (string, error) {
+	b := make([]byte, segmentKeyRandomBytes)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("segment key: %w", err)
+	}
+	return segmentKeyPrefix + hex.EncodeToString(b), nil
+}
+
+// seqKey is a commit's idempotency key.
+type seqKey struct {
+	volume int64
+	client string
+	seq    int64
+}
+
+// decideGroup runs under the metadata transaction: it locks the group's
+// volumes in ascending id order and decides each commit in order, filling
+// each unit's results. It returns the commits to store, in version order per
+// volume, without their pages' locations.
+func (c *Committer) decideGroup(ctx context.Context, tx pgschema.Tx, group []*unit) ([]accepted, error) {
+	heads := map[int64]int64{}
+	var ids []int64
+	for _, u := range group {
+		if _, ok := heads[u.vol.ID]; !ok {
+			heads[u.vol.ID] = 0
+			ids = append(ids, u.vol.ID)
+		}
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		v, err := tx.LockVolume(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("lock volume %d: %w", id, err)
+		}
+		heads[id] = v.Head
+	}
+	received := time.Now()
+	var acc []accepted
+	// The group's decisions so far: a retry can share a group with its first
+	// attempt, and a commit's parent can be decided earlier in the group.
+	decided := map[seqKey]Result{}
+	for _, u := range group {
+		u.results = make([]Result, len(u.reqs))
+		for ri := range u.reqs {
+			r := &u.reqs[ri]
+			res, nc, err := c.decide(ctx, tx, u.vol, r, heads, decided, received)
+			if err != nil {
+				return nil, err
+			}
+			if nc != nil {
+				acc = append(acc, accepted{req: r, nc: *nc})
+			}
+			u.results[ri] = res
+			if !res.Duplicate {
+				decided[seqKey{u.vol.ID, r.ClientID, r.Seq}] = res
+			}
+		}
+	}
+	return acc, nil
+}
+
+// decide decides one commit (DESIGN.md, the commit protocol, steps 1-6).
+// An accepted commit comes back as the NewCommit to append, the volume's
+// head in heads already advanced past it. An error return aborts the whole
+// group's transaction; a rejection is a Result.
+func (c *Committer) decide(ctx context.Context, tx pgschema.Tx, vol pgschema.Volume, r *Request,
+	heads map[int64]int64, decided map[seqKey]Result, received time.Time) (Result, *pgschema.NewCommit, error) {
+	head := heads[vol.ID]
+	reject := func(err error) (Result, *pgschema.NewCommit, error) {
+		return Result{Seq: r.Seq, Decision: Rejected, Reason: err.Error(), Err: err}, nil, nil
+	}
+
+	// 1. An idempotent retry gets the stored decision, never a second version.
+	// A retry of a batch whose first attempt is still in this group is found
+	// in decided (same unit) or, once committed, in the commit log.
+	if res, ok := decided[seqKey{vol.ID, r.ClientID, r.Seq}]; ok && res.Decision != Rejected {
+		res.Duplicate = true
+		return res, nil, nil
+	}
+	prev, err := tx.CommitBySeq(ctx, vol.ID, r.ClientID, r.Seq)
+	switch {
+	case err == nil:
+		return Result{Seq: r.Seq, Decision: Decision(prev.Decision), Version: prev.Version, Reason: prev.Reason, Duplicate: true}, nil, nil
+	case !errors.Is(err, pgschema.ErrCommitNotFound):
+		return Result{}, nil, fmt.Errorf("look up commit %d: %w", r.Seq, err)
+	}
+
+	// The effective base of a commit made on top of an unacknowledged one is
+	// the version its parent became.
+	base := r.Base
+	if r.Parent != 0 {
+		parentVersion, ok, err := c.parentVersion(ctx, tx, vol.ID, r, decided)
+		if err != nil {
+			return Result{}, nil, err
+		}
+		if !ok {
+			return reject(&ParentMissingError{Seq: r.Seq, Parent: r.Parent})
+		}
+		base = parentVersion
+	}
+
+	// 2-3. A base the server never had is an error; base == head is the fast path.
+	switch {
+	case base > head:
+		return reject(&BaseAheadError{Seq: r.Seq, Base: base, Head: head})
+	case base < head:
+		// Merging and replaying stale commits arrive with packages conflict
+		// and replay; until then a stale commit is rejected, as Graft does.
+		return reject(&StaleBaseError{Seq: r.Seq, Base: base, Head: head})
+	}
+	nc := &pgschema.NewCommit{
+		Volume: vol.ID, Version: head + 1, Base: base,
+		ClientID: r.ClientID, ClientSeq: r.Seq,
+		Decision: pgschema.FastPath, PageCount: r.PageCount,
+		Pages: make([]pgschema.PageWrite, len(r.Pages)), Record: r.Record,
+		Checksum: checksumBytes(r.Checksum), ReceivedAt: received,
+	}
+	for i, p := range r.Pages {
+		nc.Pages[i].PageNo = p.No
+	}
+	heads[vol.ID] = nc.Version
+	return Result{Seq: r.Seq, Decision: FastPath, Version: nc.Version}, nc, nil
+}
+
+// parentVersion finds the version r's parent became, in this unit or stored
+// earlier. A parent that was rejected or never arrived is not found.
+func (c *Committer) parentVersion(ctx context.Context, tx pgschema.Tx, volume int64, r *Request, decided map[seqKey]Result) (int64, bool, error) {
+	if res, ok := decided[seqKey{volume, r.ClientID, r.Parent}]; ok {
+		return res.Version, res.Decision != Rejected, nil
+	}
+	p, err := tx.CommitBySeq(ctx, volume, r.ClientID, r.Parent)
+	switch {
+	case err == nil:
+		return p.Version, true, nil
+	case errors.Is(err, pgschema.ErrCommitNotFound):
+		return 0, false, nil
+	default:
+		return 0, false, fmt.Errorf("look up parent commit %d: %w", r.Parent, err)
+	}
+}
+
+func checksumBytes(sum uint32) []byte {
+	return []byte{byte(sum >> 24), byte(sum >> 16), byte(sum >> 8), byte(sum)}
+}

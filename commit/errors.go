@@ -1,0 +1,87 @@
+package commit
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Every error a client can receive has a stable code that survives the wire
+// (package api maps codes to these types and back), so errors.Is and
+// errors.As work the same on both sides.
+const (
+	CodeStaleBase      = "stale_base"
+	CodeBaseAhead      = "base_ahead"
+	CodeInvalidCommit  = "invalid_commit"
+	CodeBadChecksum    = "bad_checksum"
+	CodeParentMissing  = "parent_missing"
+	CodeUnknownVolume  = "unknown_volume"
+	CodeVolumeExists   = "volume_exists"
+	CodeInvalid        = "invalid"
+	CodeTooLarge       = "too_large"
+	CodeUnavailable    = "unavailable"
+	CodeInternal       = "internal"
+	CodeUnauthorized   = "unauthorized"
+	CodeNotImplemented = "not_implemented"
+)
+
+var (
+	// ErrUnavailable means the server could not decide now (its metastore or
+	// page store failed or it is shutting down): nothing was decided, and the
+	// same request may be retried.
+	ErrUnavailable = errors.New("commit service unavailable")
+)
+
+// StaleBaseError rejects a commit whose base is behind the head when the
+// server may not merge or replay it: the client must pull and redo it.
+type StaleBaseError struct {
+	Seq  int64
+	Base int64
+	Head int64
+}
+
+func (e *StaleBaseError) Error() string {
+	return fmt.Sprintf("commit %d: stale base %d, head is %d: pull and redo", e.Seq, e.Base, e.Head)
+}
+
+// BaseAheadError rejects a commit based on a version the server never had.
+type BaseAheadError struct {
+	Seq  int64
+	Base int64
+	Head int64
+}
+
+func (e *BaseAheadError) Error() string {
+	return fmt.Sprintf("commit %d: base %d is ahead of head %d", e.Seq, e.Base, e.Head)
+}
+
+// InvalidCommitError rejects a malformed commit; nothing was stored.
+type InvalidCommitError struct {
+	Seq    int64
+	Reason string
+}
+
+func (e *InvalidCommitError) Error() string {
+	return fmt.Sprintf("invalid commit %d: %s", e.Seq, e.Reason)
+}
+
+// ChecksumError rejects a commit whose bytes do not match the checksum the
+// client computed: it was damaged on the way.
+type ChecksumError struct {
+	Seq       int64
+	Got, Want uint32
+}
+
+func (e *ChecksumError) Error() string {
+	return fmt.Sprintf("commit %d: checksum %08x, client sent %08x", e.Seq, e.Got, e.Want)
+}
+
+// ParentMissingError rejects a commit whose parent (the client's previous
+// commit it was made on top of) is not stored: it was rejected or never sent.
+type ParentMissingError struct {
+	Seq    int64
+	Parent int64
+}
+
+func (e *ParentMissingError) Error() string {
+	return fmt.Sprintf("commit %d: parent commit %d is not stored", e.Seq, e.Parent)
+}
