@@ -43,13 +43,14 @@ const (
 // Config says which backends to use. With neither PostgresURL nor S3 set,
 // the server runs on the embedded default under DataDir.
 type Config struct {
-	DataDir     string                // embedded metastore (DataDir/meta.db) and page directory (DataDir/pages)
-	PostgresURL string                // PostgreSQL metastore when set
-	S3          *s3store.Config       // S3/MinIO page store when set
-	CacheBytes  int64                 // page cache size; DefaultCacheBytes if 0
-	Workers     int                   // group-commit loops; commit.DefaultWorkers if 0
-	Logger      *zap.Logger           // no-op if nil
-	Registry    prometheus.Registerer // where metrics go; a fresh registry (served at /metrics) if nil
+	DataDir      string                // embedded metastore (DataDir/meta.db) and page directory (DataDir/pages)
+	PostgresURL  string                // PostgreSQL metastore when set
+	S3           *s3store.Config       // S3/MinIO page store when set
+	CacheBytes   int64                 // page cache size; DefaultCacheBytes if 0
+	Workers      int                   // group-commit loops; commit.DefaultWorkers if 0
+	MaxPushBytes int64                 // size limit of one push request; api.DefaultMaxPushBytes if 0
+	Logger       *zap.Logger           // no-op if nil
+	Registry     prometheus.Registerer // where metrics go; a fresh registry (served at /metrics) if nil
 }
 
 // Server is an assembled Cambium server.
@@ -125,7 +126,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		s.Committer.Workers = cfg.Workers
 	}
 	s.Committer.Open()
-	s.API = &api.Server{Meta: s.Meta, Committer: s.Committer, Pages: &readers{store: s.Store, cache: s.cache}, Logger: log}
+	s.API = &api.Server{Meta: s.Meta, Committer: s.Committer, Pages: &readers{store: s.Store, cache: s.cache}, Logger: log, MaxPushBytes: cfg.MaxPushBytes}
 
 	mux := http.NewServeMux()
 	mux.Handle("/", s.API.Handler())

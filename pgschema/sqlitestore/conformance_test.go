@@ -1,0 +1,45 @@
+package sqlitestore
+
+import (
+	"context"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"github.com/cambiumdb/cambium/pgschema"
+	"github.com/cambiumdb/cambium/pgschema/metastoretest"
+)
+
+// TestConformance runs the shared Metastore suite against a fresh file per
+// subtest, with the default (durable) settings.
+func TestConformance(t *testing.T) {
+	metastoretest.Run(t, func(t *testing.T) pgschema.Metastore {
+		s, err := Open(context.Background(), filepath.Join(t.TempDir(), "meta.db"))
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		// The suite closes the store itself; check the file before it does
+		// (cleanups run last-registered first).
+		t.Cleanup(func() { mustCheck(t, s) })
+		return s
+	})
+}
+
+// BenchmarkCommit reports commits/s of 4-page commits through
+// pgschema.AppendCommit, with 1 and 8 writers, at each durability setting.
+func BenchmarkCommit(b *testing.B) {
+	for _, sync := range []Synchronous{SyncFull, SyncNormal} {
+		for _, writers := range []int{1, 8} {
+			b.Run("sync="+string(sync)+"/writers="+strconv.Itoa(writers), func(b *testing.B) {
+				s := mustOpen(b, WithSynchronous(sync))
+				metastoretest.BenchCommit(b, s, writers)
+			})
+		}
+	}
+}
+
+// BenchmarkChangedPages reports ChangedPages over 10,000 versions of 4 pages.
+func BenchmarkChangedPages(b *testing.B) {
+	s := mustOpen(b)
+	metastoretest.BenchChangedPages(b, s)
+}
