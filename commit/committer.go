@@ -52,10 +52,7 @@ type Committer struct {
 	Logger        *zap.Logger
 	Metrics       *Metrics // optional
 
-	// Fault seams for crash tests: called at the named step of each group;
-	// nil in production.
-	AfterUpload func(segmentKey string)
-	AfterMeta   func(segmentKey string)
+	Hooks Hooks // fault seams; must be set before Open
 
 	meta  pgschema.Metastore
 	store pages.Store
@@ -65,6 +62,13 @@ type Committer struct {
 		sync.Mutex
 		closed bool
 	}
+}
+
+// Hooks are fault seams for crash tests, called at the named step of each
+// group commit that stores something; nil in production.
+type Hooks struct {
+	AfterUpload func(segmentKey string) // segment uploaded, metadata not committed
+	AfterMeta   func(segmentKey string) // metadata committed, no client answered
 }
 
 // unit is one client's batch for one volume, decided in order.
@@ -229,8 +233,8 @@ func (c *Committer) commitGroupErr(ctx context.Context, group []*unit) error {
 		if key, err = c.upload(ctx, acc); err != nil {
 			return fmt.Errorf("upload segment: %w", err)
 		}
-		if c.AfterUpload != nil {
-			c.AfterUpload(key)
+		if c.Hooks.AfterUpload != nil {
+			c.Hooks.AfterUpload(key)
 		}
 		for i := range acc {
 			if err := tx.Append(ctx, acc[i].nc); err != nil {
@@ -245,8 +249,8 @@ func (c *Committer) commitGroupErr(ctx context.Context, group []*unit) error {
 		}
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	if c.AfterMeta != nil && key != "" {
-		c.AfterMeta(key)
+	if c.Hooks.AfterMeta != nil && key != "" {
+		c.Hooks.AfterMeta(key)
 	}
 	return nil
 }

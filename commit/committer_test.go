@@ -224,7 +224,7 @@ func TestCommitter_GroupCommit(t *testing.T) {
 	var segments []string
 	f := newFixture(t, func(c *commit.Committer) {
 		c.Workers = 1
-		c.AfterUpload = func(key string) {
+		c.Hooks.AfterUpload = func(key string) {
 			mu.Lock()
 			segments = append(segments, key)
 			mu.Unlock()

@@ -49,6 +49,7 @@ type Config struct {
 	CacheBytes   int64                 // page cache size; DefaultCacheBytes if 0
 	Workers      int                   // group-commit loops; commit.DefaultWorkers if 0
 	MaxPushBytes int64                 // size limit of one push request; api.DefaultMaxPushBytes if 0
+	Hooks        commit.Hooks          // fault seams for crash tests; zero in production
 	Logger       *zap.Logger           // no-op if nil
 	Registry     prometheus.Registerer // where metrics go; a fresh registry (served at /metrics) if nil
 }
@@ -122,6 +123,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s.Committer = commit.New(s.Meta, s.Store)
 	s.Committer.Logger = log
 	s.Committer.Metrics = commit.NewMetrics(cfg.Registry)
+	s.Committer.Hooks = cfg.Hooks
 	if cfg.Workers > 0 {
 		s.Committer.Workers = cfg.Workers
 	}

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/cambiumdb/cambium/commit"
 	"github.com/cambiumdb/cambium/pages/s3store"
 	"github.com/cambiumdb/cambium/server"
 )
@@ -108,6 +109,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("--cache %q: %w", *cache, err)
 	}
 	cfg := server.Config{DataDir: *data, PostgresURL: *pg, CacheBytes: int64(cacheBytes), Workers: *workers, Logger: log}
+	if cfg.Hooks, err = faultHooks(os.Getenv("CAMBIUM_FAULT"), log); err != nil {
+		return err
+	}
 	if *s3 != "" {
 		cfg.S3 = &s3store.Config{
 			Endpoint: *s3, Bucket: *bucket, Region: *region, Secure: *tls,
@@ -128,6 +132,30 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	log.Info("cambiumd stopping")
 	closeErr := srv.Close(context.Background())
 	return errors.Join(serveErr, closeErr)
+}
+
+// faultHooks makes the process kill itself with SIGKILL at a named step of
+// the first group commit that stores something, for the crash tests
+// (CAMBIUM_FAULT=crash-after-upload or crash-after-commit). Never set it in
+// production.
+func faultHooks(fault string, log *zap.Logger) (commit.Hooks, error) {
+	die := func(step string) func(string) {
+		return func(segment string) {
+			log.Warn("CAMBIUM_FAULT: killing the process", zap.String("step", step), zap.String("segment", segment))
+			log.Sync()
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {} // SIGKILL is not delivered synchronously; never go on
+		}
+	}
+	switch fault {
+	case "":
+		return commit.Hooks{}, nil
+	case "crash-after-upload":
+		return commit.Hooks{AfterUpload: die(fault)}, nil
+	case "crash-after-commit":
+		return commit.Hooks{AfterMeta: die(fault)}, nil
+	}
+	return commit.Hooks{}, fmt.Errorf("CAMBIUM_FAULT=%q: want crash-after-upload or crash-after-commit", fault)
 }
 
 func newLogger(level, format string) (*zap.Logger, error) {

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"text/tabwriter"
+)
+
+const volumeUsage = `Usage:
+  cambium volume create NAME [--page-size N] [--json] [--server URL]
+  cambium volume list [--json] [--server URL]
+
+Creates or lists volumes: replicated SQLite databases on the server.
+
+Flags:
+  --page-size N   page size of a new volume (default 4096); fixed for its life
+  --json          print JSON for scripts
+  --server URL    the server (default $CAMBIUM_URL or http://127.0.0.1:7070)
+
+Example:
+  cambium volume create notes
+  cambium volume list --json
+`
+
+func volumeCommand() command {
+	return command{name: "volume", run: runVolume}
+}
+
+func runVolume(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags(env, "volume", volumeUsage)
+	server := serverFlag(fs)
+	asJSON := fs.Bool("json", false, "")
+	pageSize := fs.Int("page-size", 0, "")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) == 0 {
+		return fmt.Errorf("volume: want a subcommand, create or list (see cambium volume --help)")
+	}
+	c := client(*server)
+	switch pos[0] {
+	case "create":
+		if len(pos) != 2 {
+			return fmt.Errorf("volume create: want one NAME (see cambium volume --help)")
+		}
+		v, err := c.CreateVolume(ctx, pos[1], *pageSize)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(env.stdout, v)
+		}
+		fmt.Fprintf(env.stdout, "created volume %s (page size %d)\n", v.Name, v.PageSize)
+		return nil
+	case "list":
+		if len(pos) != 1 {
+			return fmt.Errorf("volume list: takes no arguments (see cambium volume --help)")
+		}
+		vs, err := c.Volumes(ctx)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(env.stdout, vs)
+		}
+		tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tHEAD\tPAGES\tPAGE SIZE\tPOLICY")
+		for _, v := range vs {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\n", v.Name, v.Head, v.PageCount, v.PageSize, v.Policy)
+		}
+		return tw.Flush()
+	}
+	return fmt.Errorf("volume: unknown subcommand %q, want create or list", pos[0])
+}
