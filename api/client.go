@@ -113,7 +113,16 @@ func (c *Client) Volume(ctx context.Context, name string) (VolumeInfo, error) {
 // order; a rejected commit's Result.Err is the typed reason. An error return
 // means the outcome is unknown: push the same commits again, which is safe.
 func (c *Client) Push(ctx context.Context, volume string, reqs []commit.Request) ([]commit.Result, error) {
-	body := AppendPush(nil, reqs)
+	res, err := c.PushRaw(ctx, volume, AppendPush(nil, reqs))
+	if err == nil && len(res) != len(reqs) {
+		return nil, &MalformedError{Reason: fmt.Sprintf("push response: %d results for %d commits", len(res), len(reqs))}
+	}
+	return res, err
+}
+
+// PushRaw sends an encoded push body (AppendPush) as it is: for tools and
+// tests that need to send exactly these bytes.
+func (c *Client) PushRaw(ctx context.Context, volume string, body []byte) ([]commit.Result, error) {
 	resp, err := c.do(ctx, http.MethodPost, volumePath(volume, "/push"), "application/x-cambium-push", bytes.NewReader(body))
 	if err != nil {
 		return nil, err
@@ -122,9 +131,6 @@ func (c *Client) Push(ctx context.Context, volume string, reqs []commit.Request)
 	var pr PushResponse
 	if err := json.NewDecoder(resp.Body).Decode(&pr); err != nil {
 		return nil, &MalformedError{Reason: "push response: " + err.Error()}
-	}
-	if len(pr.Results) != len(reqs) {
-		return nil, &MalformedError{Reason: fmt.Sprintf("push response: %d results for %d commits", len(pr.Results), len(reqs))}
 	}
 	out := make([]commit.Result, len(pr.Results))
 	for i, r := range pr.Results {
