@@ -34,6 +34,7 @@ func Run(t *testing.T, open func(t *testing.T) pgschema.Metastore) {
 		{"Volumes", testVolumes},
 		{"Append/OK", testAppendOK},
 		{"Append/Chain", testAppendChain},
+		{"Append/ManyPages", testAppendManyPages},
 		{"Append/NotLocked", testAppendNotLocked},
 		{"Append/StaleHead", testAppendStaleHead},
 		{"Append/Invalid", testAppendInvalid},

@@ -14,13 +14,21 @@ import (
 // subtest, with the default (durable) settings.
 func TestConformance(t *testing.T) {
 	metastoretest.Run(t, func(t *testing.T) pgschema.Metastore {
-		s, err := Open(context.Background(), filepath.Join(t.TempDir(), "meta.db"))
+		path := filepath.Join(t.TempDir(), "meta.db")
+		s, err := Open(context.Background(), path)
 		if err != nil {
 			t.Fatalf("Open: %v", err)
 		}
-		// The suite closes the store itself; check the file before it does
-		// (cleanups run last-registered first).
-		t.Cleanup(func() { mustCheck(t, s) })
+		// The suite registers its Close after this returns, so this cleanup
+		// runs after it: reopen the closed file and check it.
+		t.Cleanup(func() {
+			s, err := Open(context.Background(), path)
+			if err != nil {
+				t.Fatalf("reopen after the suite: %v", err)
+			}
+			defer s.Close()
+			mustCheck(t, s)
+		})
 		return s
 	})
 }

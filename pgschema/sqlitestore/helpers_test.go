@@ -40,6 +40,7 @@ func mustCheck(tb testing.TB, s *Store) {
 	tb.Helper()
 	ctx := context.Background()
 	if err := s.w.PingContext(ctx); err != nil {
+		tb.Errorf("check store: %v", err)
 		return
 	}
 	var res string

@@ -1,0 +1,337 @@
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/cambiumdb/cambium/pgschema"
+)
+
+// copyThreshold is the number of page-index rows above which Append uses
+// COPY: below it, one INSERT ... SELECT FROM unnest(arrays) costs less than
+// COPY's extra round trip and setup.
+const copyThreshold = 32
+
+// Update implements pgschema.Metastore. fn runs in a READ COMMITTED
+// transaction; the volume row locks it takes serialize appends.
+//
+// BEGIN is not sent on its own: it travels in one pipeline with the
+// transaction's first statement, which saves a round trip per Update.
+func (s *Store) Update(ctx context.Context, fn func(tx pgschema.Tx) error) (err error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	// Release destroys a connection left inside a transaction, so a failed
+	// ROLLBACK cannot leak one into the pool.
+	defer conn.Release()
+	t := &tx{conn: conn.Conn(), locked: map[int64]*lockedVolume{}}
+	rollback := func() {
+		if t.begun {
+			// Even when ctx is done, so the connection goes back clean.
+			_, _ = t.conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
+		}
+	}
+	defer func() {
+		t.done = true
+		if p := recover(); p != nil {
+			rollback()
+			panic(p)
+		}
+	}()
+	if err := fn(t); err != nil {
+		rollback()
+		return err
+	}
+	if t.broken != nil {
+		// fn ignored a failed Append whose statements had already run:
+		// committing could store half of it.
+		rollback()
+		return fmt.Errorf("commit: an earlier append failed: %w", t.broken)
+	}
+	if !t.begun {
+		return nil
+	}
+	tag, err := t.conn.Exec(ctx, "COMMIT")
+	if err != nil {
+		rollback()
+		return fmt.Errorf("commit: %w", err)
+	}
+	if tag.String() == "ROLLBACK" {
+		// The transaction had failed (fn ignored an error): PostgreSQL
+		// rolled it back instead.
+		return fmt.Errorf("commit: %w", pgx.ErrTxCommitRollback)
+	}
+	return nil
+}
+
+// tx implements pgschema.Tx over one connection. It remembers the volumes it
+// locked and their heads, which only its own Appends move.
+type tx struct {
+	conn   *pgx.Conn
+	begun  bool // BEGIN has been sent
+	locked map[int64]*lockedVolume
+	broken error // set when an Append failed after sending statements
+	done   bool  // set when Update returns: a retained tx is an error
+}
+
+// send sends b, preceded by BEGIN if the transaction has not begun, in one
+// round trip, and returns the first error.
+func (t *tx) send(ctx context.Context, b *pgx.Batch) error {
+	if !t.begun {
+		b.QueuedQueries = append([]*pgx.QueuedQuery{{SQL: "BEGIN"}}, b.QueuedQueries...)
+		t.begun = true
+	}
+	return t.conn.SendBatch(ctx, b).Close()
+}
+
+// queryRow runs one single-row query in the transaction and scans it;
+// pgx.ErrNoRows if it returns no row.
+func (t *tx) queryRow(ctx context.Context, scan func(pgx.Row) error, sql string, args ...any) error {
+	// pgx drops its prepared statements for a batch whose callback fails,
+	// so "no row", a normal answer here, must not fail the batch.
+	noRows := false
+	var b pgx.Batch
+	b.Queue(sql, args...).QueryRow(func(row pgx.Row) error {
+		err := scan(row)
+		if errors.Is(err, pgx.ErrNoRows) {
+			noRows = true
+			return nil
+		}
+		return err
+	})
+	if err := t.send(ctx, &b); err != nil {
+		return err
+	}
+	if noRows {
+		return pgx.ErrNoRows
+	}
+	return nil
+}
+
+type lockedVolume struct {
+	head      int64
+	pageCount uint32
+}
+
+var errTxDone = errors.New("transaction already ended")
+
+var _ pgschema.Tx = (*tx)(nil)
+
+// LockVolume implements pgschema.Tx with SELECT ... FOR NO KEY UPDATE: it
+// excludes other lockers and writers of the row, but not inserts of rows
+// that reference the volume by foreign key.
+func (t *tx) LockVolume(ctx context.Context, id int64) (pgschema.Volume, error) {
+	if t.done {
+		return pgschema.Volume{}, fmt.Errorf("lock volume %d: %w", id, errTxDone)
+	}
+	var v pgschema.Volume
+	err := t.queryRow(ctx, func(row pgx.Row) (err error) {
+		v, err = scanVolume(row)
+		return err
+	}, `SELECT `+volumeColumns+` FROM volumes WHERE id = $1 FOR NO KEY UPDATE`, id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return v, fmt.Errorf("lock volume %d: %w", id, pgschema.ErrVolumeNotFound)
+	}
+	if err != nil {
+		return v, fmt.Errorf("lock volume %d: %w", id, err)
+	}
+	t.locked[id] = &lockedVolume{head: v.Head, pageCount: v.PageCount}
+	return v, nil
+}
+
+// CommitBySeq implements pgschema.Tx.
+func (t *tx) CommitBySeq(ctx context.Context, volume int64, clientID string, seq int64) (pgschema.Commit, error) {
+	if t.done {
+		return pgschema.Commit{}, fmt.Errorf("commit by sequence: %w", errTxDone)
+	}
+	var c pgschema.Commit
+	err := t.queryRow(ctx, func(row pgx.Row) (err error) {
+		c, err = scanCommit(row)
+		return err
+	}, `SELECT `+commitColumns+` FROM commits WHERE volume_id = $1 AND client_id = $2 AND client_seq = $3`,
+		volume, clientID, seq)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return c, fmt.Errorf("commit %s/%d of volume %d: %w", clientID, seq, volume, pgschema.ErrCommitNotFound)
+	}
+	if err != nil {
+		return c, fmt.Errorf("commit %s/%d of volume %d: %w", clientID, seq, volume, err)
+	}
+	return c, nil
+}
+
+// ChangedPages implements pgschema.Tx.
+func (t *tx) ChangedPages(ctx context.Context, volume, from, to int64) ([]pgschema.PageRef, error) {
+	if t.done {
+		return nil, fmt.Errorf("changed pages: %w", errTxDone)
+	}
+	if from >= to {
+		return nil, nil
+	}
+	if !t.begun {
+		if err := t.send(ctx, &pgx.Batch{}); err != nil {
+			return nil, fmt.Errorf("begin: %w", err)
+		}
+	}
+	return changedPages(ctx, t.conn, volume, from, to)
+}
+
+// insertSegmentsSQL names each segment once. ON CONFLICT DO NOTHING waits
+// for a concurrent transaction inserting the same key, so the next
+// statement, which takes a new snapshot, sees the committed row. Keys arrive
+// sorted, so two appends sharing segments take those waits in one order.
+const insertSegmentsSQL = `INSERT INTO segments (key) SELECT k FROM unnest($1::text[]) AS k ON CONFLICT (key) DO NOTHING`
+
+// insertCommitSQL inserts the commit row unless its idempotency key is
+// stored, and only then its page-index rows (from arrays) and the volume's
+// new head and page count: one statement, so one round trip, and a
+// duplicate leaves the transaction usable. It returns how many commit rows
+// and page-index rows it inserted.
+const insertCommitSQL = `
+WITH c AS (
+	INSERT INTO commits (volume_id, version, base, client_id, client_seq, decision, reason,
+		page_count, pages_count, record, checksum, received_at)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+	ON CONFLICT (volume_id, client_id, client_seq) DO NOTHING
+	RETURNING version
+), p AS (
+	INSERT INTO page_index (volume_id, page_no, version, segment_id, frame_offset, frame_length, page_offset, hash)
+	SELECT $1, w.page_no, $2, (SELECT s.id FROM segments s WHERE s.key = w.seg),
+		w.frame_offset, w.frame_length, w.page_offset, w.hash
+	FROM unnest($13::bigint[], $14::text[], $15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[])
+		AS w (page_no, seg, frame_offset, frame_length, page_offset, hash)
+	WHERE EXISTS (SELECT FROM c)
+	RETURNING 1
+), v AS (
+	UPDATE volumes SET head = $2, page_count = $8 WHERE id = $1 AND EXISTS (SELECT FROM c)
+)
+SELECT (SELECT count(*) FROM c), (SELECT count(*) FROM p)`
+
+// insertCommitOnlySQL is insertCommitSQL without page-index rows, for
+// commits whose pages go in by COPY.
+const insertCommitOnlySQL = `
+WITH c AS (
+	INSERT INTO commits (volume_id, version, base, client_id, client_seq, decision, reason,
+		page_count, pages_count, record, checksum, received_at)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+	ON CONFLICT (volume_id, client_id, client_seq) DO NOTHING
+	RETURNING version
+), v AS (
+	UPDATE volumes SET head = $2, page_count = $8 WHERE id = $1 AND EXISTS (SELECT FROM c)
+)
+SELECT (SELECT count(*) FROM c), 0::bigint`
+
+// Append implements pgschema.Tx. A commit of up to copyThreshold pages costs
+// one round trip (a pipelined batch); a larger one adds a COPY.
+func (t *tx) Append(ctx context.Context, c pgschema.NewCommit) error {
+	if t.done {
+		return fmt.Errorf("append: %w", errTxDone)
+	}
+	if err := pgschema.ValidateNewCommit(&c); err != nil {
+		return err
+	}
+	l, ok := t.locked[c.Volume]
+	if !ok {
+		return fmt.Errorf("append to volume %d: %w", c.Volume, pgschema.ErrVolumeNotLocked)
+	}
+	if c.Version != l.head+1 {
+		return &pgschema.StaleHeadError{Volume: c.Volume, Head: l.head, Version: c.Version}
+	}
+	if err := t.append(ctx, c); err != nil {
+		if !errors.Is(err, pgschema.ErrDuplicateCommit) {
+			t.broken = err
+		}
+		return err
+	}
+	l.head, l.pageCount = c.Version, c.PageCount
+	return nil
+}
+
+func (t *tx) append(ctx context.Context, c pgschema.NewCommit) error {
+	keys := make([]string, 0, 1)
+	for _, p := range c.Pages {
+		keys = append(keys, p.Segment)
+	}
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+
+	useCopy := len(c.Pages) > copyThreshold
+	args := []any{c.Volume, c.Version, c.Base, c.ClientID, c.ClientSeq, string(c.Decision), c.Reason,
+		int64(c.PageCount), len(c.Pages), nonNil(c.Record), nonNil(c.Checksum), c.ReceivedAt}
+	sql := insertCommitOnlySQL
+	if !useCopy {
+		sql = insertCommitSQL
+		n := len(c.Pages)
+		pageNos, segs := make([]int64, n), make([]string, n)
+		frameOffs, frameLens, pageOffs, hashes := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+		for i, p := range c.Pages {
+			pageNos[i], segs[i] = int64(p.PageNo), p.Segment
+			frameOffs[i], frameLens[i], pageOffs[i], hashes[i] = p.FrameOffset, p.FrameLength, p.PageOffset, int64(p.Hash)
+		}
+		args = append(args, pageNos, segs, frameOffs, frameLens, pageOffs, hashes)
+	}
+
+	var b pgx.Batch
+	if len(keys) > 0 {
+		b.Queue(insertSegmentsSQL, keys)
+	}
+	var commits, pageRows int64
+	b.Queue(sql, args...).QueryRow(func(row pgx.Row) error { return row.Scan(&commits, &pageRows) })
+	var segIDs map[string]int64
+	if useCopy {
+		segIDs = make(map[string]int64, len(keys))
+		b.Queue(`SELECT key, id FROM segments WHERE key = ANY($1)`, keys).Query(func(rows pgx.Rows) error {
+			var key string
+			var id int64
+			_, err := pgx.ForEachRow(rows, []any{&key, &id}, func() error {
+				segIDs[key] = id
+				return nil
+			})
+			return err
+		})
+	}
+	if err := t.send(ctx, &b); err != nil {
+		if isUniqueViolation(err, "commits_idempotency_key") {
+			return fmt.Errorf("append version %d of volume %d: %w", c.Version, c.Volume, pgschema.ErrDuplicateCommit)
+		}
+		return fmt.Errorf("append version %d of volume %d: %w", c.Version, c.Volume, err)
+	}
+	if commits == 0 {
+		return fmt.Errorf("append version %d of volume %d: key %s/%d: %w", c.Version, c.Volume, c.ClientID, c.ClientSeq, pgschema.ErrDuplicateCommit)
+	}
+	if useCopy {
+		n, err := t.conn.CopyFrom(ctx, pgx.Identifier{"page_index"},
+			[]string{"volume_id", "page_no", "version", "segment_id", "frame_offset", "frame_length", "page_offset", "hash"},
+			pgx.CopyFromSlice(len(c.Pages), func(i int) ([]any, error) {
+				p := c.Pages[i]
+				id, ok := segIDs[p.Segment]
+				if !ok {
+					return nil, fmt.Errorf("segment %s: no id", p.Segment)
+				}
+				return []any{c.Volume, int64(p.PageNo), c.Version, id, p.FrameOffset, p.FrameLength, p.PageOffset, int64(p.Hash)}, nil
+			}))
+		if err != nil {
+			return fmt.Errorf("append version %d of volume %d: copy page index: %w", c.Version, c.Volume, err)
+		}
+		pageRows = n
+	}
+	if pageRows != int64(len(c.Pages)) {
+		// A segment row vanished between the two statements: only a
+		// garbage collector deleting a segment still being written could
+		// do that. Refuse rather than store a commit missing pages.
+		return fmt.Errorf("append version %d of volume %d: stored %d of %d page-index rows", c.Version, c.Volume, pageRows, len(c.Pages))
+	}
+	return nil
+}
+
+// nonNil maps nil to an empty slice: the columns are NOT NULL.
+func nonNil(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
