@@ -1,7 +1,6 @@
 package segment_test
 
 import (
-	"fmt"
 	"syscall"
 	"testing"
 	"time"
@@ -33,19 +32,27 @@ func (m cpuMeter) report(b *testing.B, bytesPerOp int) {
 	}
 }
 
-// benchLevels are the levels the benchmarks compare; DefaultLevel is the one
-// that matters, the others justify choosing it.
-var benchLevels = []zstd.EncoderLevel{zstd.SpeedFastest, zstd.SpeedDefault}
+// benchCodecs are the codec settings the benchmarks compare; the first is
+// the default (see segment.DefaultCodec for why).
+var benchCodecs = []struct {
+	name  string
+	codec segment.Codec
+	level zstd.EncoderLevel
+}{
+	{"s2", segment.CodecS2, segment.DefaultLevel},
+	{"zstd-fastest", segment.CodecZstd, zstd.SpeedFastest},
+	{"zstd-default", segment.CodecZstd, zstd.SpeedDefault},
+}
 
 // BenchmarkEncode encodes the pages of a real ~8 MiB SQLite database
 // (realSQLitePages) into one segment; bytes are the uncompressed page bytes.
 // It reports the compression ratio too.
 func BenchmarkEncode(b *testing.B) {
 	pages := realSQLitePages(b)
-	for _, level := range benchLevels {
-		b.Run(fmt.Sprintf("level=%s", level), func(b *testing.B) {
+	for _, c := range benchCodecs {
+		b.Run("codec="+c.name, func(b *testing.B) {
 			enc := segment.NewEncoder(4096)
-			enc.Level = level
+			enc.Codec, enc.Level = c.codec, c.level
 			b.SetBytes(int64(len(pages) * 4096))
 			b.ReportAllocs()
 			var size int
@@ -75,9 +82,9 @@ func BenchmarkEncode(b *testing.B) {
 // are the page bytes returned.
 func BenchmarkDecode(b *testing.B) {
 	pages := realSQLitePages(b)
-	for _, level := range benchLevels {
+	for _, c := range benchCodecs {
 		enc := segment.NewEncoder(4096)
-		enc.Level = level
+		enc.Codec, enc.Level = c.codec, c.level
 		for i, p := range pages {
 			if err := enc.Add(1, 1, uint32(i+1), p); err != nil {
 				b.Fatal(err)
@@ -87,7 +94,7 @@ func BenchmarkDecode(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Run(fmt.Sprintf("Segment/level=%s", level), func(b *testing.B) {
+		b.Run("Segment/codec="+c.name, func(b *testing.B) {
 			b.SetBytes(int64(len(pages) * 4096))
 			b.ReportAllocs()
 			m := startCPU()
@@ -98,7 +105,7 @@ func BenchmarkDecode(b *testing.B) {
 			}
 			m.report(b, len(pages)*4096)
 		})
-		b.Run(fmt.Sprintf("Frame/level=%s", level), func(b *testing.B) {
+		b.Run("Frame/codec="+c.name, func(b *testing.B) {
 			// One frame decode per frame, every page cut from it: the
 			// cost of fetching N pages of one frame together.
 			s, err := segment.Decode(data)
@@ -123,7 +130,7 @@ func BenchmarkDecode(b *testing.B) {
 			}
 			m.report(b, len(pages)*4096)
 		})
-		b.Run(fmt.Sprintf("ReadPage/level=%s", level), func(b *testing.B) {
+		b.Run("ReadPage/codec="+c.name, func(b *testing.B) {
 			b.SetBytes(int64(len(pages) * 4096))
 			b.ReportAllocs()
 			m := startCPU()

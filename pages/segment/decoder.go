@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -59,6 +60,7 @@ var decoder = sync.OnceValues(func() (*zstd.Decoder, error) {
 
 // frameHeader is a frame's parsed header.
 type frameHeader struct {
+	codec    Codec
 	pageSize int
 	rawLen   int // decompressed length
 	length   int // whole frame, header included
@@ -75,20 +77,27 @@ func parseFrameHeader(b []byte, avail int, base int64) (frameHeader, error) {
 	if !bytes.Equal(b[0:4], frameMagic[:]) {
 		return frameHeader{}, corruptf(base, "bad frame magic %q", b[0:4])
 	}
-	ps := binary.LittleEndian.Uint32(b[4:8])
-	raw := binary.LittleEndian.Uint32(b[8:12])
-	comp := binary.LittleEndian.Uint32(b[12:16])
+	codec := Codec(b[4])
+	if !codec.valid() {
+		return frameHeader{}, corruptf(base+4, "unknown frame codec %d", b[4])
+	}
+	if b[5] != 0 || b[6] != 0 || b[7] != 0 {
+		return frameHeader{}, corruptf(base+5, "reserved frame header bytes are not zero")
+	}
+	ps := binary.LittleEndian.Uint32(b[8:12])
+	raw := binary.LittleEndian.Uint32(b[12:16])
+	comp := binary.LittleEndian.Uint32(b[16:20])
 	if !ValidPageSize(int(ps)) {
-		return frameHeader{}, corruptf(base+4, "bad frame page size %d", ps)
+		return frameHeader{}, corruptf(base+8, "bad frame page size %d", ps)
 	}
 	if raw == 0 || raw > MaxFrameBytes || raw%ps != 0 {
-		return frameHeader{}, corruptf(base+8, "bad frame raw length %d for page size %d", raw, ps)
+		return frameHeader{}, corruptf(base+12, "bad frame raw length %d for page size %d", raw, ps)
 	}
 	// Compare in int64: comp is attacker-controlled and up to 4 GiB.
 	if int64(comp) > int64(avail-FrameHeaderSize) || comp > MaxFrameLength-FrameHeaderSize {
-		return frameHeader{}, corruptf(base+12, "frame payload of %d bytes overruns the %d available", comp, avail-FrameHeaderSize)
+		return frameHeader{}, corruptf(base+16, "frame payload of %d bytes overruns the %d available", comp, avail-FrameHeaderSize)
 	}
-	return frameHeader{pageSize: int(ps), rawLen: int(raw), length: FrameHeaderSize + int(comp)}, nil
+	return frameHeader{codec: codec, pageSize: int(ps), rawLen: int(raw), length: FrameHeaderSize + int(comp)}, nil
 }
 
 // decodeFrame verifies frame (exactly one frame's bytes) and decompresses it
@@ -100,14 +109,20 @@ func decodeFrame(dst, frame []byte, pageSize int, base int64) ([]byte, error) {
 		return nil, err
 	}
 	if h.length != len(frame) {
-		return nil, corruptf(base+12, "frame is %d bytes, header says %d", len(frame), h.length)
+		return nil, corruptf(base+16, "frame is %d bytes, header says %d", len(frame), h.length)
 	}
 	if h.pageSize != pageSize {
-		return nil, corruptf(base+4, "frame page size %d, want %d", h.pageSize, pageSize)
+		return nil, corruptf(base+8, "frame page size %d, want %d", h.pageSize, pageSize)
 	}
 	payload := frame[FrameHeaderSize:]
-	if got, want := checksum(frame[:16], payload), binary.LittleEndian.Uint32(frame[16:20]); got != want {
-		return nil, corruptf(base+16, "frame checksum %08x, want %08x", got, want)
+	if got, want := checksum(frame[:20], payload), binary.LittleEndian.Uint32(frame[20:24]); got != want {
+		return nil, corruptf(base+20, "frame checksum %08x, want %08x", got, want)
+	}
+	if cap(dst) < h.rawLen {
+		dst = make([]byte, 0, h.rawLen)
+	}
+	if h.codec == CodecS2 {
+		return decodeS2(dst, payload, h.rawLen, base)
 	}
 
 	// The CRC matched, so these bytes are what an encoder wrote, unless
@@ -125,9 +140,6 @@ func decodeFrame(dst, frame []byte, pageSize int, base int64) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("zstd decoder: %w", err)
 	}
-	if cap(dst) < h.rawLen {
-		dst = make([]byte, 0, h.rawLen)
-	}
 	// The three-index slice caps DecodeAll's output at exactly raw length.
 	out, err := dec.DecodeAll(payload, dst[:0:h.rawLen])
 	if err != nil {
@@ -135,6 +147,27 @@ func decodeFrame(dst, frame []byte, pageSize int, base int64) ([]byte, error) {
 	}
 	if len(out) != h.rawLen {
 		return nil, corruptf(base+FrameHeaderSize, "frame decompressed to %d bytes, want %d", len(out), h.rawLen)
+	}
+	return out, nil
+}
+
+// decodeS2 decompresses an S2 block that must decode to exactly rawLen
+// bytes into dst's storage (cap(dst) >= rawLen). The block's declared length
+// is checked before decoding, so a forged block cannot make it allocate.
+func decodeS2(dst, payload []byte, rawLen int, base int64) ([]byte, error) {
+	n, err := s2.DecodedLen(payload)
+	if err != nil {
+		return nil, corruptf(base+FrameHeaderSize, "s2 header: %v", err)
+	}
+	if n != rawLen {
+		return nil, corruptf(base+FrameHeaderSize, "s2 block declares %d bytes, want %d", n, rawLen)
+	}
+	out, err := s2.Decode(dst[:rawLen], payload)
+	if err != nil {
+		return nil, corruptf(base+FrameHeaderSize, "s2: %v", err)
+	}
+	if len(out) != rawLen {
+		return nil, corruptf(base+FrameHeaderSize, "frame decompressed to %d bytes, want %d", len(out), rawLen)
 	}
 	return out, nil
 }

@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"testing"
 
+	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/cambiumdb/cambium/pages/segment"
@@ -242,19 +243,23 @@ func TestDecode_RoundTrip(t *testing.T) {
 		name     string
 		pageSize int
 		pages    int
+		codec    segment.Codec
 		level    zstd.EncoderLevel
 	}{
-		{"4K", 4096, 100, segment.DefaultLevel},
-		{"512", 512, 300, segment.DefaultLevel},
-		{"64K", 65536, 5, segment.DefaultLevel},
-		{"Default", 4096, 50, zstd.SpeedDefault},
-		{"Better", 4096, 50, zstd.SpeedBetterCompression},
-		{"Best", 4096, 20, zstd.SpeedBestCompression},
+		{"4K", 4096, 100, segment.DefaultCodec, segment.DefaultLevel},
+		{"512", 512, 300, segment.DefaultCodec, segment.DefaultLevel},
+		{"64K", 65536, 5, segment.DefaultCodec, segment.DefaultLevel},
+		{"Zstd4K", 4096, 100, segment.CodecZstd, segment.DefaultLevel},
+		{"Zstd512", 512, 300, segment.CodecZstd, segment.DefaultLevel},
+		{"Zstd64K", 65536, 5, segment.CodecZstd, segment.DefaultLevel},
+		{"ZstdDefault", 4096, 50, segment.CodecZstd, zstd.SpeedDefault},
+		{"ZstdBetter", 4096, 50, segment.CodecZstd, zstd.SpeedBetterCompression},
+		{"ZstdBest", 4096, 20, segment.CodecZstd, zstd.SpeedBestCompression},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pages := mixedPages(tc.pages, tc.pageSize)
 			enc := segment.NewEncoder(tc.pageSize)
-			enc.Level = tc.level
+			enc.Codec, enc.Level = tc.codec, tc.level
 			data, entries := mustEncode(t, enc, pages)
 			s, err := segment.Decode(data)
 			if err != nil {
@@ -429,7 +434,12 @@ func TestReadPage(t *testing.T) {
 // forgeFrame builds a frame with the given header fields around payload and
 // a correct checksum, as an adversary who knows the format could.
 func forgeFrame(pageSize, rawLen uint32, payload []byte) []byte {
+	return forgeCodecFrame(segment.CodecZstd, pageSize, rawLen, payload)
+}
+
+func forgeCodecFrame(codec segment.Codec, pageSize, rawLen uint32, payload []byte) []byte {
 	f := []byte("CMBF")
+	f = append(f, byte(codec), 0, 0, 0)
 	f = binary.LittleEndian.AppendUint32(f, pageSize)
 	f = binary.LittleEndian.AppendUint32(f, rawLen)
 	f = binary.LittleEndian.AppendUint32(f, uint32(len(payload)))
@@ -459,10 +469,16 @@ func TestDecodeFrame_Hostile(t *testing.T) {
 		{"NotZstd", forgeFrame(512, 1024, bytes.Repeat([]byte{0xaa}, 64))},
 		{"Skippable", forgeFrame(512, 1024, append([]byte{0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0}, 1, 2, 3, 4))},
 		{"NoContentSize", forgeFrame(512, 1024, noFCS(t, 1024))},
+		{"UnknownCodec", forgeCodecFrame(9, 512, 1024, zeros(1024))},
+		{"S2Control", forgeCodecFrame(segment.CodecS2, 512, 1024, s2.Encode(nil, make([]byte, 1024)))},
+		{"S2DeclaresMore", forgeCodecFrame(segment.CodecS2, 512, 1024, s2.Encode(nil, make([]byte, 1<<20)))},
+		{"S2DeclaresLess", forgeCodecFrame(segment.CodecS2, 512, 1024, s2.Encode(nil, make([]byte, 512)))},
+		{"S2Garbage", forgeCodecFrame(segment.CodecS2, 512, 1024, append([]byte{0x80, 0x08}, bytes.Repeat([]byte{0xff}, 40)...))},
+		{"S2ZstdPayload", forgeCodecFrame(segment.CodecS2, 512, 1024, zeros(1024))},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			decoded, err := segment.DecodeFrame(tc.frame, 512)
-			if tc.name == "Control" {
+			if tc.name == "Control" || tc.name == "S2Control" {
 				if err != nil || len(decoded) != 1024 {
 					t.Fatalf("DecodeFrame()=%d bytes, %v; want 1024, nil", len(decoded), err)
 				}
