@@ -19,9 +19,9 @@ import (
 
 // backends are the configurations every API test runs against: the
 // embedded default and the production pair on the real services.
-var backends = map[string]func(t *testing.T) server.Config{
-	"Embedded": func(t *testing.T) server.Config { return server.Config{DataDir: t.TempDir()} },
-	"PostgresMinIO": func(t *testing.T) server.Config {
+var backends = map[string]func(t testing.TB) server.Config{
+	"Embedded": func(t testing.TB) server.Config { return server.Config{DataDir: t.TempDir()} },
+	"PostgresMinIO": func(t testing.TB) server.Config {
 		s3 := testutil.MustS3(t)
 		return server.Config{
 			PostgresURL: testutil.MustPostgresSchema(t),
@@ -33,7 +33,7 @@ var backends = map[string]func(t *testing.T) server.Config{
 
 // MustServer starts a server over cfg on a loopback listener and returns a
 // client for it.
-func MustServer(t *testing.T, cfg server.Config) (*server.Server, *api.Client) {
+func MustServer(t testing.TB, cfg server.Config) (*server.Server, *api.Client) {
 	t.Helper()
 	ctx := context.Background()
 	srv, err := server.Open(ctx, cfg)
