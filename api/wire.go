@@ -10,7 +10,9 @@
 //	magic "CMBPUSH1" | count | count × ( length | commit[length] | crc32c(commit) uint32 BE )
 //	commit = len(client id) client id | seq | parent | base | page size | page count
 //	         | n | n × ( page no | page bytes[page size] )      pages ascending
-//	         | r | r × ( gap | run )                            read set as runs
+//	         | r | r × ( gap | run )                            read set as runs: the first run
+//	                                                           starts at 1 + gap, each next one
+//	                                                           gap pages after the previous
 //	         | len(record) record
 //
 // The CRC-32C (Castagnoli) of each commit frame is its checksum: the server
@@ -44,6 +46,7 @@ const (
 	MaxPageSize     = 65536
 	MaxRecordBytes  = 16 << 20
 	pushMagic       = "CMBPUSH1"
+	maxPageNo       = 1<<32 - 2 // SQLite's largest page number
 	pagesMagic      = "CMBPAGE1"
 )
 
@@ -94,30 +97,15 @@ func appendCommit(b []byte, r *commit.Request) []byte {
 		b = binary.AppendUvarint(b, uint64(p.No))
 		b = append(b, p.Data...)
 	}
-	runs := readSetRuns(r.ReadSet)
-	b = binary.AppendUvarint(b, uint64(len(runs)/2))
-	for _, v := range runs {
-		b = binary.AppendUvarint(b, uint64(v))
+	b = binary.AppendUvarint(b, uint64(len(r.ReadSet)))
+	var end uint64 = 1 // one past the previous run; page numbers start at 1
+	for _, rg := range r.ReadSet {
+		b = binary.AppendUvarint(b, uint64(rg.First)-end)
+		b = binary.AppendUvarint(b, uint64(rg.Count))
+		end = uint64(rg.First) + uint64(rg.Count)
 	}
 	b = binary.AppendUvarint(b, uint64(len(r.Record)))
 	return append(b, r.Record...)
-}
-
-// readSetRuns encodes sorted, distinct page numbers as (gap, run length)
-// pairs: the gap from the end of the previous run to the start of this one.
-func readSetRuns(set []uint32) []uint32 {
-	var out []uint32
-	var end uint32 // one past the previous run
-	for i := 0; i < len(set); {
-		j := i + 1
-		for j < len(set) && set[j] == set[j-1]+1 {
-			j++
-		}
-		out = append(out, set[i]-end, uint32(j-i))
-		end = set[j-1] + 1
-		i = j
-	}
-	return out
 }
 
 // decoder reads varints and byte runs from a buffer, remembering the first
@@ -225,19 +213,22 @@ func decodeCommit(frame []byte, base int64) (commit.Request, error) {
 		no := uint32(d.uvarint("page number", uint64(r.PageCount)))
 		r.Pages = append(r.Pages, commit.Page{No: no, Data: d.bytes("page", uint64(r.PageSize))})
 	}
-	nruns := d.uvarint("read set runs", uint64(r.PageCount))
-	var next uint64 = 0
+	// Each run costs at least two bytes, so the count is bounded by the
+	// frame; runs are kept as ranges, never expanded.
+	nruns := d.uvarint("read set runs", uint64(len(frame)/2))
+	if d.err == nil && nruns > 0 {
+		r.ReadSet = make([]commit.PageRange, 0, nruns)
+	}
+	var next uint64 = 1 // one past the previous run
 	for i := uint64(0); i < nruns && d.err == nil; i++ {
-		gap := d.uvarint("read set gap", uint64(r.PageCount))
-		run := d.uvarint("read set run", uint64(r.PageCount))
-		start := next + gap
-		if d.err == nil && (run == 0 || start+run-1 > uint64(r.PageCount) || start == 0) {
-			d.fail("read set run [%d, %d) outside pages 1..%d", start, start+run, r.PageCount)
+		gap := d.uvarint("read set gap", maxPageNo)
+		run := d.uvarint("read set run", maxPageNo)
+		first := next + gap
+		if d.err == nil && (run == 0 || first+run-1 > maxPageNo) {
+			d.fail("read set run of %d pages from page %d: want 1 or more pages within 1..%d", run, first, uint64(maxPageNo))
 		}
-		for p := start; p < start+run && d.err == nil; p++ {
-			r.ReadSet = append(r.ReadSet, uint32(p))
-		}
-		next = start + run
+		r.ReadSet = append(r.ReadSet, commit.PageRange{First: uint32(first), Count: uint32(run)})
+		next = first + run
 	}
 	if n := d.uvarint("record length", MaxRecordBytes); n > 0 {
 		r.Record = d.bytes("record", n)

@@ -25,11 +25,13 @@ func testRequests(rng *rand.Rand, n, pageSize int) []commit.Request {
 			}
 			r.Pages = append(r.Pages, commit.Page{No: no, Data: data})
 		}
-		for no := uint32(1); no <= r.PageCount; no++ {
+		var read []uint32
+		for no := uint32(1); no <= r.PageCount+20; no++ { // reads may lie beyond the final page count
 			if rng.IntN(3) == 0 {
-				r.ReadSet = append(r.ReadSet, no)
+				read = append(read, no)
 			}
 		}
+		r.ReadSet = commit.RangesOf(read)
 		if rng.IntN(2) == 0 {
 			r.Record = []byte("INSERT INTO t VALUES (?)")
 		}
@@ -86,15 +88,20 @@ func TestDecodePush_Damage(t *testing.T) {
 }
 
 func TestReadSetRuns(t *testing.T) {
-	for _, set := range [][]uint32{nil, {1}, {1, 2, 3}, {1, 3, 5, 6, 7, 100}, {2, 4000000000}} {
-		r := commit.Request{ClientID: "c", Seq: 1, PageSize: 512, PageCount: 4000000001, ReadSet: set}
+	for _, set := range [][]uint32{nil, {1}, {1, 2, 3}, {1, 3, 5, 6, 7, 100}, {2, 4000000000}, {1<<32 - 2}} {
+		r := commit.Request{ClientID: "c", Seq: 1, PageSize: 512, PageCount: 3, ReadSet: commit.RangesOf(set)}
 		got, err := DecodePush(AppendPush(nil, []commit.Request{r}))
 		if err != nil {
 			t.Fatalf("%v: %v", set, err)
 		}
-		if !reflect.DeepEqual(got[0].ReadSet, set) {
-			t.Fatalf("read set %v came back as %v", set, got[0].ReadSet)
+		if !reflect.DeepEqual(got[0].ReadSet, r.ReadSet) {
+			t.Fatalf("read set %v came back as %v", r.ReadSet, got[0].ReadSet)
 		}
+	}
+	// A run past SQLite's largest page number is malformed, not a huge allocation.
+	bad := commit.Request{ClientID: "c", Seq: 1, PageSize: 512, PageCount: 3, ReadSet: []commit.PageRange{{First: 5, Count: 1<<32 - 1}}}
+	if _, err := DecodePush(AppendPush(nil, []commit.Request{bad})); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("overlong run: err = %v, want ErrMalformed", err)
 	}
 }
 

@@ -40,7 +40,7 @@ type StaleBaseError struct {
 }
 
 func (e *StaleBaseError) Error() string {
-	return fmt.Sprintf("commit %d: stale base %d, head is %d: pull and redo", e.Seq, e.Base, e.Head)
+	return fmt.Sprintf("stale base %d, head is %d: pull and redo", e.Base, e.Head)
 }
 
 // BaseAheadError rejects a commit based on a version the server never had.
@@ -51,7 +51,7 @@ type BaseAheadError struct {
 }
 
 func (e *BaseAheadError) Error() string {
-	return fmt.Sprintf("commit %d: base %d is ahead of head %d", e.Seq, e.Base, e.Head)
+	return fmt.Sprintf("base %d is ahead of head %d", e.Base, e.Head)
 }
 
 // InvalidCommitError rejects a malformed commit; nothing was stored.
@@ -72,7 +72,7 @@ type ChecksumError struct {
 }
 
 func (e *ChecksumError) Error() string {
-	return fmt.Sprintf("commit %d: checksum %08x, client sent %08x", e.Seq, e.Got, e.Want)
+	return fmt.Sprintf("commit %d damaged in transit: checksum %08x, client sent %08x", e.Seq, e.Got, e.Want)
 }
 
 // ParentMissingError rejects a commit whose parent (the client's previous
@@ -83,5 +83,5 @@ type ParentMissingError struct {
 }
 
 func (e *ParentMissingError) Error() string {
-	return fmt.Sprintf("commit %d: parent commit %d is not stored", e.Seq, e.Parent)
+	return fmt.Sprintf("parent commit %d is not stored (rejected or never sent)", e.Parent)
 }

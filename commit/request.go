@@ -27,11 +27,37 @@ type Request struct {
 	Base   int64 // the server version the client's state was based on
 
 	PageSize  int
-	PageCount uint32 // database size in pages after the commit
-	Pages     []Page // the pages written, ascending by page number
-	ReadSet   []uint32
-	Record    []byte // the encoded logical record; may be empty
-	Checksum  uint32 // CRC-32C over the commit's wire encoding, as the client computed it
+	PageCount uint32      // database size in pages after the commit
+	Pages     []Page      // the pages written, ascending by page number
+	ReadSet   []PageRange // the pages read, as ascending, disjoint ranges
+	Record    []byte      // the encoded logical record; may be empty
+	Checksum  uint32      // CRC-32C over the commit's wire encoding, as the client computed it
+}
+
+// PageRange is the pages First, First+1, ..., First+Count-1. Read sets are
+// kept as ranges, never expanded, so their memory is bounded by what the
+// client sent, whatever page numbers it names; a transaction that reads
+// pages and then shrinks the file (VACUUM) reads pages beyond its final page
+// count, so no page count bounds them.
+type PageRange struct {
+	First, Count uint32
+}
+
+// Last returns the range's last page.
+func (r PageRange) Last() uint32 { return r.First + r.Count - 1 }
+
+// RangesOf turns ascending, distinct page numbers into ranges.
+func RangesOf(pages []uint32) []PageRange {
+	var out []PageRange
+	for i := 0; i < len(pages); {
+		j := i + 1
+		for j < len(pages) && pages[j] == pages[j-1]+1 {
+			j++
+		}
+		out = append(out, PageRange{First: pages[i], Count: uint32(j - i)})
+		i = j
+	}
+	return out
 }
 
 // Page is one page a commit wrote.

@@ -6,18 +6,74 @@
 // It owns the replica's files and their crash atomicity, the database/sql
 // driver and the capture of logical records (with their replay context:
 // clock, random seed, time zone), and the record and read-set encodings. It
-// does not own the VFS mechanics (package vfs) nor any network protocol:
-// Pending, MarkPushed and ApplyRemote are the seams for push and pull.
+// does not own the VFS mechanics (package vfs). Pending, MarkPushed,
+// ApplyRemote, Reset, PendingPageNumbers, Checkpoint and Status are the
+// seams for push and pull (sync.go).
 //
 // # Files
 //
-// path is a plain SQLite database file at the latest local state; the
-// sqlite3 shell can read it. path+"-cambium" is the sidecar, a SQLite
-// database in WAL mode (schema in sidecarSchema): metadata and the pending
-// commits with their pages. A commit is durable once the sidecar transaction
-// inserting it commits; its pages are then written into the main file and
-// fsynced, and Open re-applies any commit whose pages may not have reached
-// the main file. Page writes are idempotent, so re-applying is always safe.
+// path is a plain SQLite database file; the sqlite3 shell can read it.
+// path+"-cambium" is the sidecar, a SQLite database in WAL mode (schema in
+// sidecarSchema): metadata, and the pending commits with their pages.
+//
+// The main file holds the state as of the last checkpoint, not the latest
+// one: the sqlite3 shell sees that state. Close checkpoints, so after Close
+// the main file is complete.
+//
+// # Commits and the overlay
+//
+// A local commit is one sidecar transaction: one pending row holding the
+// commit's read set, record and pages (S2-compressed, see pageset.go). It
+// is the commit point. The commit's pages then go into the overlay, an
+// in-memory map of page number to bytes plus the current page count, which
+// ReadPage and PageCount consult before the main file. Nothing is written
+// to the main file per commit.
+//
+// # Durability
+//
+// Options.Durability picks what COMMIT waits for, as SQLite's WAL does:
+//
+//   - DurabilityNormal (default): the sidecar runs synchronous=NORMAL, so a
+//     commit is a WAL append with no fsync. It survives a crash of the
+//     process. A power loss may lose the last commits, never an earlier one
+//     without the later ones (WAL frames carry cumulative checksums), and
+//     never corrupts the replica or the main file. This is the guarantee of
+//     a plain WAL database with synchronous=NORMAL.
+//   - DurabilityFull: the sidecar runs synchronous=FULL; every commit
+//     fsyncs the sidecar's WAL before COMMIT returns.
+//
+// # Checkpoint
+//
+// A checkpoint moves the overlay into the main file:
+//
+//  1. fsync the sidecar: a small transaction (meta synced_seq) committed
+//     with synchronous=FULL, whose WAL fsync covers every earlier commit;
+//  2. write the overlay's pages into the main file and set its size;
+//  3. fsync the main file;
+//  4. record applied_seq and the main file's page count in the sidecar;
+//  5. empty the overlay.
+//
+// Step 1 before step 2 is what keeps a power loss from leaving pages in the
+// main file of a commit the sidecar lost. Step 4 needs no fsync of its own:
+// if it is lost, Open re-applies those commits, which is harmless.
+// A checkpoint runs when a commit brings the overlay to
+// Options.CheckpointBytes of pages or Options.CheckpointCommits commits
+// (inside that COMMIT), on Close, before ApplyRemote and Reset, before
+// MarkPushed drops a commit whose pages are still in the overlay, and
+// when a caller runs Checkpoint. The overlay therefore holds at most the
+// bound plus one transaction's pages.
+//
+// # Remote states and recovery
+//
+// ApplyRemote and Reset store the server state (and, for Reset, drop every
+// pending commit) in one sidecar transaction with an fsync, write the main
+// file and fsync it, then clear the stored state. Open re-applies, in order,
+// the pending commits after applied_seq (through the overlay and a
+// checkpoint, so the sidecar is fsynced first), then finishes a stored
+// remote state. Re-applying commits over a main file that already has some
+// of them yields the same file, so every crash is repaired by reopening.
+// A failure that may leave the main file behind marks the replica broken
+// (ErrBroken) until a reopen.
 //
 // # Connections
 //

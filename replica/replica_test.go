@@ -14,7 +14,13 @@ var errCrash = errors.New("simulated crash")
 
 func mustOpen(tb testing.TB, path string) (*Replica, *sql.DB) {
 	tb.Helper()
-	r, err := Open(context.Background(), path, Options{Volume: "test"})
+	return mustOpenWith(tb, path, Options{Volume: "test"})
+}
+
+// mustOpenWith opens a replica and a *sql.DB on it, both closed at cleanup.
+func mustOpenWith(tb testing.TB, path string, opts Options) (*Replica, *sql.DB) {
+	tb.Helper()
+	r, err := Open(context.Background(), path, opts)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -43,6 +49,15 @@ func mustPending(tb testing.TB, r *Replica) []PendingCommit {
 		tb.Fatal(err)
 	}
 	return p
+}
+
+// mustFile checkpoints r and returns its main file, the latest local state.
+func mustFile(tb testing.TB, r *Replica) []byte {
+	tb.Helper()
+	if err := r.Checkpoint(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+	return mustRead(tb, r.Path())
 }
 
 func mustRead(tb testing.TB, path string) []byte {
@@ -76,7 +91,7 @@ func TestReplica_Commit(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "db")
 	r, db := mustOpen(t, path)
 	mustExec(t, db, "CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, at TEXT DEFAULT CURRENT_TIMESTAMP, r INT)")
-	before := mustRead(t, path)
+	before := mustFile(t, r)
 
 	tx, err := db.Begin()
 	if err != nil {
@@ -100,7 +115,7 @@ func TestReplica_Commit(t *testing.T) {
 		t.Fatalf("pending=%d, want %d", got, want)
 	}
 	pc := p[1]
-	if got, want := applyTo(before, pc, r.PageSize()), mustRead(t, path); string(got) != string(want) {
+	if got, want := applyTo(before, pc, r.PageSize()), mustFile(t, r); string(got) != string(want) {
 		t.Fatal("pending pages applied to the previous file differ from the current file")
 	}
 	if got, want := len(pc.Record.Statements), 3; got != want {
@@ -147,7 +162,7 @@ func TestReplica_LargeTransaction(t *testing.T) {
 	db.SetMaxOpenConns(1)
 	mustExec(t, db, "PRAGMA cache_size=10")
 	mustExec(t, db, "CREATE TABLE t(x)")
-	before := mustRead(t, path)
+	before := mustFile(t, r)
 	tx, err := db.Begin()
 	if err != nil {
 		t.Fatal(err)
@@ -165,7 +180,7 @@ func TestReplica_LargeTransaction(t *testing.T) {
 	if len(pc.Pages) < 50 {
 		t.Fatalf("pages=%d, want more than the cache", len(pc.Pages))
 	}
-	if got, want := applyTo(before, pc, r.PageSize()), mustRead(t, path); string(got) != string(want) {
+	if got, want := applyTo(before, pc, r.PageSize()), mustFile(t, r); string(got) != string(want) {
 		t.Fatal("pending pages applied to the previous file differ from the current file")
 	}
 	mustIntegrity(t, db)
@@ -182,7 +197,7 @@ func TestReplica_CrashAfterSidecarCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustExec(t, db, "CREATE TABLE t(x)")
-	before := mustRead(t, path)
+	before := mustFile(t, r)
 	r.faults.afterSidecarCommit = func() error { return errCrash }
 	mustExec(t, db, "INSERT INTO t VALUES('durable')")
 	if got := mustRead(t, path); string(got) != string(before) {
@@ -236,7 +251,7 @@ func TestReplica_ApplyRemote(t *testing.T) {
 			}
 		}
 	}
-	ga, gb, gs := mustRead(t, a.Path()), mustRead(t, b.Path()), mustRead(t, src.Path())
+	ga, gb, gs := mustFile(t, a), mustFile(t, b), mustFile(t, src)
 	if string(ga) != string(gb) {
 		t.Fatal("replicas fed the same ApplyRemote calls differ")
 	}
@@ -330,7 +345,7 @@ func TestReplica_Determinism(t *testing.T) {
 	for _, pc := range mustPending(t, r1) {
 		replayRecord(t, d2, pc.Record)
 	}
-	if string(normalizeCounters(mustRead(t, r1.Path()))) != string(normalizeCounters(mustRead(t, r2.Path()))) {
+	if string(normalizeCounters(mustFile(t, r1))) != string(normalizeCounters(mustFile(t, r2))) {
 		t.Fatal("replaying the records on the same base produced different files")
 	}
 	p1, p2 := mustPending(t, r1), mustPending(t, r2)
