@@ -26,6 +26,13 @@ Usage:
 Commands:
   volume create NAME    create a volume on the server
   volume list           list the server's volumes
+  clone NAME FILE       make FILE a local replica of volume NAME
+  exec FILE SQL [ARG]   run one write transaction on a replica
+  query FILE SQL [ARG]  print the rows of a query on a replica
+  push FILE             send the replica's pending commits; prints each decision
+  pull FILE [--reset]   bring the replica to the server's head
+  status FILE           the replica's version, the head, pending commits
+  demo                  the whole story in one process, no services needed
   help COMMAND          show a command's help
 
 Every command takes --help. The server is --server URL, else $CAMBIUM_URL,
@@ -47,7 +54,7 @@ type cliEnv struct {
 }
 
 func commands() []command {
-	return []command{volumeCommand()}
+	return append([]command{volumeCommand(), demoCommand()}, replicaCommands()...)
 }
 
 func main() {
@@ -74,7 +81,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	for _, c := range commands() {
 		if c.name == name {
-			return c.run(ctx, env, args[1:])
+			if err := c.run(ctx, env, args[1:]); !errors.Is(err, flag.ErrHelp) {
+				return err
+			}
+			return nil
 		}
 	}
 	return fmt.Errorf("unknown command %q (see cambium --help)", name)

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cambiumdb/cambium/server"
+)
+
+// cli runs the cambium command in-process and returns what it printed.
+func cli(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err := run(context.Background(), args, &out, &errb)
+	return out.String() + errb.String(), err
+}
+
+func mustCLI(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := cli(t, args...)
+	if err != nil {
+		t.Fatalf("cambium %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func TestCLI_Help(t *testing.T) {
+	for _, c := range commands() {
+		t.Run(c.name, func(t *testing.T) {
+			out := mustCLI(t, c.name, "--help")
+			if !strings.Contains(out, "Usage:") || !strings.Contains(out, "Example:") {
+				t.Fatalf("cambium %s --help lacks usage or example:\n%s", c.name, out)
+			}
+		})
+	}
+	if out := mustCLI(t, "--help"); !strings.Contains(out, "Commands:") {
+		t.Fatalf("cambium --help:\n%s", out)
+	}
+	if _, err := cli(t, "frobnicate"); err == nil || !strings.Contains(err.Error(), "cambium --help") {
+		t.Fatalf("unknown command: err = %v, want a hint", err)
+	}
+}
+
+// TestCLI_Workflow drives the replica commands against an in-process server
+// on the embedded default: two replicas, a stale push, a reset, a redo.
+func TestCLI_Workflow(t *testing.T) {
+	ctx := context.Background()
+	srv, err := server.Open(ctx, server.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	defer func() { ts.Close(); srv.Close(ctx) }()
+	s := "--server=" + ts.URL
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.db"), filepath.Join(dir, "b.db")
+
+	mustCLI(t, "volume", "create", "notes", s)
+	if out := mustCLI(t, "volume", "list", "--json", s); !strings.Contains(out, `"name": "notes"`) {
+		t.Fatalf("volume list --json:\n%s", out)
+	}
+	mustCLI(t, "clone", "notes", a, s)
+	mustCLI(t, "exec", a, "CREATE TABLE n(id INTEGER PRIMARY KEY, body TEXT)")
+	mustCLI(t, "exec", a, "INSERT INTO n(body) VALUES (?)", "first")
+	if out := mustCLI(t, "push", a, s); strings.Count(out, "fast-path") != 2 {
+		t.Fatalf("push: want two fast-path commits:\n%s", out)
+	}
+	mustCLI(t, "clone", "notes", b, s)
+	mustCLI(t, "exec", b, "INSERT INTO n(body) VALUES (?)", "from b")
+	mustCLI(t, "push", b, s)
+
+	mustCLI(t, "exec", a, "INSERT INTO n(body) VALUES (?)", "stale")
+	out, err := cli(t, "push", a, s)
+	if err == nil || !strings.Contains(out, "rejected") || !strings.Contains(out, "stale base") {
+		t.Fatalf("stale push: err %v, want a rejection naming the stale base:\n%s", err, out)
+	}
+	var st replicaStatus
+	if err := json.Unmarshal([]byte(mustCLI(t, "status", a, "--json", s)), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Pending != 1 || st.Head != 3 || st.Version != 2 {
+		t.Fatalf("status after the rejection = %+v, want version 2, head 3, 1 pending", st)
+	}
+	if _, err := cli(t, "pull", a, s); err == nil || !strings.Contains(err.Error(), "pull --reset") {
+		t.Fatalf("pull with a stale pending commit: %v, want advice to reset", err)
+	}
+	mustCLI(t, "pull", "--reset", a, s)
+	mustCLI(t, "exec", a, "INSERT INTO n(body) VALUES (?)", "redone")
+	mustCLI(t, "push", a, s)
+	mustCLI(t, "pull", b, s)
+	want := "first\nfrom b\nredone\n"
+	for _, f := range []string{a, b} {
+		var rows []map[string]any
+		if err := json.Unmarshal([]byte(mustCLI(t, "query", f, "SELECT body FROM n ORDER BY id", "--json")), &rows); err != nil {
+			t.Fatal(err)
+		}
+		got := ""
+		for _, r := range rows {
+			got += r["body"].(string) + "\n"
+		}
+		if got != want {
+			t.Fatalf("%s has %q, want %q", filepath.Base(f), got, want)
+		}
+	}
+	if _, err := cli(t, "exec", filepath.Join(dir, "missing.db"), "SELECT 1"); err == nil || !strings.Contains(err.Error(), "cambium clone") {
+		t.Fatalf("exec on a non-replica: %v, want advice to clone", err)
+	}
+}
+
+func TestCLI_Demo(t *testing.T) {
+	out := mustCLI(t, "demo", "--dir", t.TempDir())
+	for _, want := range []string{"rejected", "stale base", "pull --reset", "byte-identical"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -1,0 +1,407 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/cambiumdb/cambium/api"
+	"github.com/cambiumdb/cambium/commit"
+	"github.com/cambiumdb/cambium/replica"
+)
+
+const cloneUsage = `Usage:
+  cambium clone NAME FILE [--server URL]
+
+Creates FILE, a local replica of volume NAME, at the server's head. FILE is a
+plain SQLite database (beside it, FILE-cambium holds Cambium's bookkeeping).
+
+Example:
+  cambium clone notes notes.db
+`
+
+const execUsage = `Usage:
+  cambium exec FILE SQL [ARG...]
+
+Runs SQL as one write transaction on the replica FILE and stores it as a
+local commit, to be sent by cambium push. Each ARG binds one ? in order; an
+ARG that reads as an integer or a number binds as one, anything else as text.
+
+Example:
+  cambium exec notes.db 'INSERT INTO notes(body) VALUES (?)' 'buy milk'
+`
+
+const queryUsage = `Usage:
+  cambium query FILE SQL [ARG...] [--json]
+
+Runs a read-only query on the replica FILE and prints the rows, tab-separated
+under a header (or as a JSON array of objects with --json).
+
+Example:
+  cambium query notes.db 'SELECT id, body FROM notes ORDER BY id'
+`
+
+const pushUsage = `Usage:
+  cambium push FILE [--json] [--server URL]
+
+Sends the replica's pending commits to the server, in order, and prints each
+one's decision and version. A rejected commit stays pending, with the reason.
+
+Example:
+  cambium push notes.db
+`
+
+const pullUsage = `Usage:
+  cambium pull FILE [--reset] [--json] [--server URL]
+
+Brings the replica to the server's head, fetching each changed page once.
+A replica whose pending commits were made on an older version is left as it
+is, with an explanation: push them, or pull --reset to drop them and go to
+the head.
+
+Example:
+  cambium pull notes.db
+  cambium pull --reset notes.db
+`
+
+const statusUsage = `Usage:
+  cambium status FILE [--json] [--server URL]
+
+Prints the replica's version, the server's head, and the pending commits.
+
+Example:
+  cambium status notes.db --json
+`
+
+func replicaCommands() []command {
+	return []command{
+		{name: "clone", run: runClone},
+		{name: "exec", run: runExec},
+		{name: "query", run: runQuery},
+		{name: "push", run: runPush},
+		{name: "pull", run: runPull},
+		{name: "status", run: runStatus},
+	}
+}
+
+// openReplica opens an existing replica; it refuses to create one, which is
+// clone's job.
+func openReplica(ctx context.Context, path string) (*replica.Replica, error) {
+	if _, err := os.Stat(path + "-cambium"); err != nil {
+		return nil, fmt.Errorf("%s is not a Cambium replica (no %s-cambium); create one with cambium clone", path, path)
+	}
+	return replica.Open(ctx, path, replica.Options{})
+}
+
+func runClone(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags(env, "clone", cloneUsage)
+	server := serverFlag(fs)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return errors.New("clone: want NAME and FILE (see cambium clone --help)")
+	}
+	name, path := pos[0], pos[1]
+	if _, err := os.Stat(path); err == nil {
+		return fmt.Errorf("clone: %s already exists", path)
+	}
+	c := client(*server)
+	v, err := c.Volume(ctx, name)
+	if err != nil {
+		return err
+	}
+	r, err := replica.Open(ctx, path, replica.Options{Volume: name, PageSize: v.PageSize})
+	if err != nil {
+		return err
+	}
+	defer r.Close(ctx)
+	st, err := r.Pull(ctx, c)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "cloned %s into %s at version %d (%d pages)\n", name, path, st.BaseVersion, st.PageCount)
+	return nil
+}
+
+// bindArgs turns command-line arguments into SQL values: integers and
+// numbers as such, anything else as text.
+func bindArgs(args []string) []any {
+	out := make([]any, len(args))
+	for i, a := range args {
+		if n, err := strconv.ParseInt(a, 10, 64); err == nil {
+			out[i] = n
+		} else if f, err := strconv.ParseFloat(a, 64); err == nil && strings.ContainsAny(a, ".eE") {
+			out[i] = f
+		} else {
+			out[i] = a
+		}
+	}
+	return out
+}
+
+func runExec(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags(env, "exec", execUsage)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) < 2 {
+		return errors.New("exec: want FILE and SQL (see cambium exec --help)")
+	}
+	r, err := openReplica(ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	defer r.Close(ctx)
+	db, err := sql.Open("cambium", r.Path())
+	if err != nil {
+		return err
+	}
+	res, err := db.ExecContext(ctx, pos[1], bindArgs(pos[2:])...)
+	db.Close()
+	if err != nil {
+		return err
+	}
+	st, err := r.Status(ctx)
+	if err != nil {
+		return err
+	}
+	n, _ := res.RowsAffected()
+	fmt.Fprintf(env.stdout, "%d row(s) changed; %d commit(s) pending push\n", n, st.Pending)
+	return nil
+}
+
+func runQuery(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags(env, "query", queryUsage)
+	asJSON := fs.Bool("json", false, "")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) < 2 {
+		return errors.New("query: want FILE and SQL (see cambium query --help)")
+	}
+	r, err := openReplica(ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	defer r.Close(ctx)
+	db, err := sql.Open("cambium", r.Path())
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	rows, err := db.QueryContext(ctx, pos[1], bindArgs(pos[2:])...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return err
+	}
+	var objs []map[string]any
+	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+	if !*asJSON {
+		fmt.Fprintln(tw, strings.Join(cols, "\t"))
+	}
+	vals := make([]any, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	for rows.Next() {
+		if err := rows.Scan(ptrs...); err != nil {
+			return err
+		}
+		if *asJSON {
+			o := map[string]any{}
+			for i, c := range cols {
+				if b, ok := vals[i].([]byte); ok {
+					o[c] = string(b)
+				} else {
+					o[c] = vals[i]
+				}
+			}
+			objs = append(objs, o)
+			continue
+		}
+		cells := make([]string, len(cols))
+		for i, v := range vals {
+			switch v := v.(type) {
+			case nil:
+				cells[i] = "NULL"
+			case []byte:
+				cells[i] = string(v)
+			default:
+				cells[i] = fmt.Sprint(v)
+			}
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t"))
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if *asJSON {
+		if objs == nil {
+			objs = []map[string]any{}
+		}
+		return printJSON(env.stdout, objs)
+	}
+	return tw.Flush()
+}
+
+// pushResultJSON is a push result as --json prints it.
+type pushResultJSON struct {
+	Seq      uint64 `json:"seq"`
+	Decision string `json:"decision"`
+	Version  uint64 `json:"version,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+}
+
+func describe(res replica.PushResult) string {
+	if res.Decision == commit.Rejected {
+		return fmt.Sprintf("commit %d: rejected: %s", res.Seq, res.Reason)
+	}
+	return fmt.Sprintf("commit %d: %s, version %d", res.Seq, res.Decision, res.Version)
+}
+
+func runPush(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags(env, "push", pushUsage)
+	server := serverFlag(fs)
+	asJSON := fs.Bool("json", false, "")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return errors.New("push: want FILE (see cambium push --help)")
+	}
+	r, err := openReplica(ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	defer r.Close(ctx)
+	results, err := r.Push(ctx, client(*server))
+	if *asJSON {
+		out := make([]pushResultJSON, len(results))
+		for i, res := range results {
+			out[i] = pushResultJSON{Seq: res.Seq, Decision: string(res.Decision), Version: res.Version, Reason: res.Reason}
+		}
+		if jerr := printJSON(env.stdout, out); jerr != nil {
+			return jerr
+		}
+	} else {
+		for _, res := range results {
+			fmt.Fprintln(env.stdout, describe(res))
+		}
+		if len(results) == 0 && err == nil {
+			fmt.Fprintln(env.stdout, "nothing to push")
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if n := len(results); n > 0 && results[n-1].Decision == commit.Rejected {
+		return fmt.Errorf("commit %d was rejected and stays pending; see cambium pull --help", results[n-1].Seq)
+	}
+	return nil
+}
+
+func runPull(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags(env, "pull", pullUsage)
+	server := serverFlag(fs)
+	reset := fs.Bool("reset", false, "")
+	asJSON := fs.Bool("json", false, "")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return errors.New("pull: want FILE (see cambium pull --help)")
+	}
+	r, err := openReplica(ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	defer r.Close(ctx)
+	c := client(*server)
+	var st replica.Status
+	if *reset {
+		st, err = r.PullReset(ctx, c)
+	} else {
+		st, err = r.Pull(ctx, c)
+	}
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(env.stdout, statusJSON(st, -1))
+	}
+	fmt.Fprintf(env.stdout, "at version %d (%d pages), %d commit(s) pending\n", st.BaseVersion, st.PageCount, st.Pending)
+	return nil
+}
+
+// replicaStatus is a replica's status as --json prints it.
+type replicaStatus struct {
+	Volume   string `json:"volume"`
+	ClientID string `json:"client_id"`
+	Version  uint64 `json:"version"`
+	Head     int64  `json:"head"` // -1 when the server was not asked or not reachable
+	Pages    uint32 `json:"pages"`
+	PageSize int    `json:"page_size"`
+	Pending  int    `json:"pending"`
+}
+
+func statusJSON(st replica.Status, head int64) replicaStatus {
+	return replicaStatus{Volume: st.Volume, ClientID: st.ClientID, Version: st.BaseVersion, Head: head,
+		Pages: st.PageCount, PageSize: st.PageSize, Pending: st.Pending}
+}
+
+func runStatus(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags(env, "status", statusUsage)
+	server := serverFlag(fs)
+	asJSON := fs.Bool("json", false, "")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return errors.New("status: want FILE (see cambium status --help)")
+	}
+	r, err := openReplica(ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	defer r.Close(ctx)
+	st, err := r.Status(ctx)
+	if err != nil {
+		return err
+	}
+	head, herr := int64(-1), error(nil)
+	var v api.VolumeInfo
+	if v, herr = client(*server).Volume(ctx, st.Volume); herr == nil {
+		head = v.Head
+	}
+	if *asJSON {
+		return printJSON(env.stdout, statusJSON(st, head))
+	}
+	fmt.Fprintf(env.stdout, "volume %s, replica at version %d (%d pages of %d bytes)\n", st.Volume, st.BaseVersion, st.PageCount, st.PageSize)
+	if herr != nil {
+		fmt.Fprintf(env.stdout, "server head unknown: %v\n", explain(herr))
+	} else {
+		fmt.Fprintf(env.stdout, "server head %d\n", head)
+	}
+	fmt.Fprintf(env.stdout, "%d commit(s) pending push\n", st.Pending)
+	if head > int64(st.BaseVersion) && st.Pending > 0 {
+		fmt.Fprintln(env.stdout, "the pending commits were made on an older version: push them, or pull --reset to drop them")
+	}
+	return nil
+}
