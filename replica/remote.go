@@ -142,6 +142,9 @@ func (r *Replica) finishRemoteLocked(ctx context.Context, version uint64, pageCo
 // (VACUUM) cut off below the base's page count. Reset needs those pages at
 // the new version on top of the ones the server changed.
 func (r *Replica) PendingPageNumbers(ctx context.Context) ([]uint32, error) {
+	if err := r.checkOpen(); err != nil {
+		return nil, err
+	}
 	r.state.Lock()
 	defer r.state.Unlock()
 	var low sql.NullInt64

@@ -33,6 +33,8 @@ var (
 	// ErrOutOfOrder is returned by MarkPushed for a commit that is not the
 	// oldest pending one.
 	ErrOutOfOrder = errors.New("replica: commits must be marked pushed in order")
+	// ErrClosed is returned by every method of a closed Replica.
+	ErrClosed = errors.New("replica: closed")
 	// ErrBroken is returned after a failure left the main file behind the
 	// sidecar; reopening the replica repairs it.
 	ErrBroken = errors.New("replica: main file behind its sidecar; reopen to repair")
@@ -177,6 +179,7 @@ type Replica struct {
 		conns  map[string]*conn
 		nextID int
 		broken error
+		closed bool // Close was called: every method returns ErrClosed
 	}
 }
 
@@ -294,7 +297,20 @@ func (r *Replica) Close(ctx context.Context) error {
 		}
 	}
 	errs = append(errs, r.closeFiles())
+	r.mu.Lock()
+	r.mu.closed = true
+	r.mu.Unlock()
 	return errors.Join(errs...)
+}
+
+// checkOpen returns ErrClosed once Close has been called.
+func (r *Replica) checkOpen() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.mu.closed {
+		return ErrClosed
+	}
+	return nil
 }
 
 func (r *Replica) closeFiles() error {
@@ -319,6 +335,9 @@ func (r *Replica) PageSize() int { return r.pageSize }
 func (r *Replica) brokenErr() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.mu.closed {
+		return ErrClosed
+	}
 	return r.mu.broken
 }
 
@@ -376,6 +395,9 @@ func (r *Replica) insertPendingLocked(ctx context.Context, seq uint64, c *vfs.Ca
 
 // Pending returns the local commits not yet marked pushed, oldest first.
 func (r *Replica) Pending(ctx context.Context) ([]PendingCommit, error) {
+	if err := r.checkOpen(); err != nil {
+		return nil, err
+	}
 	rows, err := r.side.db.QueryContext(ctx,
 		"SELECT seq, base_version, page_count, read_set, page_numbers, record, pages FROM pending ORDER BY seq")
 	if err != nil {
@@ -414,6 +436,9 @@ func (r *Replica) Pending(ctx context.Context) ([]PendingCommit, error) {
 // A commit still in the overlay is checkpointed first, so its pages are in
 // the main file before its row goes.
 func (r *Replica) MarkPushed(ctx context.Context, seq, version uint64) error {
+	if err := r.checkOpen(); err != nil {
+		return err
+	}
 	r.state.Lock()
 	defer r.state.Unlock()
 	if seq > r.state.applied {
@@ -456,6 +481,9 @@ func (r *Replica) MarkPushed(ctx context.Context, seq, version uint64) error {
 
 // Status reports the replica's bookkeeping.
 func (r *Replica) Status(ctx context.Context) (Status, error) {
+	if err := r.checkOpen(); err != nil {
+		return Status{}, err
+	}
 	s := Status{Volume: r.volume, ClientID: r.clientID, PageSize: r.pageSize}
 	r.state.Lock()
 	s.BaseVersion, s.NextSeq = r.state.base, r.state.nextSeq

@@ -368,3 +368,30 @@ func normalizeCounters(p []byte) []byte {
 	clear(p[92:96])
 	return p
 }
+
+func TestReplica_Closed(t *testing.T) {
+	ctx := context.Background()
+	r, err := Open(ctx, filepath.Join(t.TempDir(), "c.db"), Options{Volume: "v"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(ctx); err != nil {
+		t.Fatalf("second Close = %v, want nil", err)
+	}
+	checks := map[string]error{}
+	_, checks["Status"] = r.Status(ctx)
+	_, checks["Pending"] = r.Pending(ctx)
+	_, checks["PendingPageNumbers"] = r.PendingPageNumbers(ctx)
+	checks["MarkPushed"] = r.MarkPushed(ctx, 1, 1)
+	checks["Checkpoint"] = r.Checkpoint(ctx)
+	checks["ApplyRemote"] = r.ApplyRemote(ctx, 1, 0, nil)
+	_, checks["PageCount"] = r.PageCount(ctx)
+	for name, err := range checks {
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("%s after Close = %v, want ErrClosed", name, err)
+		}
+	}
+}
