@@ -4,9 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -236,10 +234,12 @@ func (c *Committer) commitGroupErr(ctx context.Context, group []*unit) error {
 		if c.Hooks.AfterUpload != nil {
 			c.Hooks.AfterUpload(key)
 		}
+		ncs := make([]pgschema.NewCommit, len(acc))
 		for i := range acc {
-			if err := tx.Append(ctx, acc[i].nc); err != nil {
-				return fmt.Errorf("append commit %d: %w", acc[i].req.Seq, err)
-			}
+			ncs[i] = acc[i].nc
+		}
+		if err := tx.AppendAll(ctx, ncs); err != nil {
+			return fmt.Errorf("append %d commits: %w", len(ncs), err)
 		}
 		return nil
 	})
@@ -317,32 +317,45 @@ func newSegmentKey() (string, error) {
 }
 
 // seqKey is a commit's idempotency key.
-type seqKey struct {
-	volume int64
-	client string
-	seq    int64
-}
+type seqKey = pgschema.CommitKey
 
 // decideGroup runs under the metadata transaction: it locks the group's
 // volumes in ascending id order and decides each commit in order, filling
 // each unit's results. It returns the commits to store, in version order per
 // volume, without their pages' locations.
+//
+// It costs two queries however large the group: one LockVolumes, and one
+// LookupCommits for every request's idempotency key and every parent's.
+// Nothing is appended until every commit is decided, so that one lookup sees
+// exactly what a lookup per commit would have seen.
 func (c *Committer) decideGroup(ctx context.Context, tx pgschema.Tx, group []*unit) ([]accepted, error) {
-	heads := map[int64]int64{}
 	var ids []int64
+	var keys []seqKey
 	for _, u := range group {
-		if _, ok := heads[u.vol.ID]; !ok {
-			heads[u.vol.ID] = 0
-			ids = append(ids, u.vol.ID)
+		ids = append(ids, u.vol.ID)
+		for i := range u.reqs {
+			r := &u.reqs[i]
+			keys = append(keys, seqKey{Volume: u.vol.ID, ClientID: r.ClientID, Seq: r.Seq})
+			if r.Parent != 0 {
+				keys = append(keys, seqKey{Volume: u.vol.ID, ClientID: r.ClientID, Seq: r.Parent})
+			}
 		}
 	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		v, err := tx.LockVolume(ctx, id)
-		if err != nil {
-			return nil, fmt.Errorf("lock volume %d: %w", id, err)
-		}
-		heads[id] = v.Head
+	vols, err := tx.LockVolumes(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("lock volumes: %w", err)
+	}
+	heads := make(map[int64]int64, len(vols))
+	for _, v := range vols {
+		heads[v.ID] = v.Head
+	}
+	found, err := tx.LookupCommits(ctx, keys)
+	if err != nil {
+		return nil, fmt.Errorf("look up commits: %w", err)
+	}
+	stored := make(map[seqKey]pgschema.Commit, len(found))
+	for _, sc := range found {
+		stored[seqKey{Volume: sc.Volume, ClientID: sc.ClientID, Seq: sc.ClientSeq}] = sc
 	}
 	received := time.Now()
 	var acc []accepted
@@ -353,56 +366,48 @@ func (c *Committer) decideGroup(ctx context.Context, tx pgschema.Tx, group []*un
 		u.results = make([]Result, len(u.reqs))
 		for ri := range u.reqs {
 			r := &u.reqs[ri]
-			res, nc, err := c.decide(ctx, tx, u.vol, r, heads, decided, received)
-			if err != nil {
-				return nil, err
-			}
+			res, nc := decide(u.vol, r, heads, stored, decided, received)
 			if nc != nil {
 				acc = append(acc, accepted{req: r, nc: *nc})
 			}
 			u.results[ri] = res
 			if !res.Duplicate {
-				decided[seqKey{u.vol.ID, r.ClientID, r.Seq}] = res
+				decided[seqKey{Volume: u.vol.ID, ClientID: r.ClientID, Seq: r.Seq}] = res
 			}
 		}
 	}
 	return acc, nil
 }
 
-// decide decides one commit (DESIGN.md, the commit protocol, steps 1-6).
-// An accepted commit comes back as the NewCommit to append, the volume's
-// head in heads already advanced past it. An error return aborts the whole
-// group's transaction; a rejection is a Result.
-func (c *Committer) decide(ctx context.Context, tx pgschema.Tx, vol pgschema.Volume, r *Request,
-	heads map[int64]int64, decided map[seqKey]Result, received time.Time) (Result, *pgschema.NewCommit, error) {
+// decide decides one commit (DESIGN.md, the commit protocol, steps 1-6)
+// against the commits stored before the group (stored, holding at least
+// every key of the group and of its parents) and the group's decisions so
+// far. An accepted commit comes back as the NewCommit to append, the
+// volume's head in heads already advanced past it; a rejection is a Result.
+func decide(vol pgschema.Volume, r *Request, heads map[int64]int64, stored map[seqKey]pgschema.Commit,
+	decided map[seqKey]Result, received time.Time) (Result, *pgschema.NewCommit) {
 	head := heads[vol.ID]
-	reject := func(err error) (Result, *pgschema.NewCommit, error) {
-		return Result{Seq: r.Seq, Decision: Rejected, Reason: err.Error(), Err: err}, nil, nil
+	reject := func(err error) (Result, *pgschema.NewCommit) {
+		return Result{Seq: r.Seq, Decision: Rejected, Reason: err.Error(), Err: err}, nil
 	}
 
 	// 1. An idempotent retry gets the stored decision, never a second version.
 	// A retry of a batch whose first attempt is still in this group is found
 	// in decided (same unit) or, once committed, in the commit log.
-	if res, ok := decided[seqKey{vol.ID, r.ClientID, r.Seq}]; ok && res.Decision != Rejected {
+	key := seqKey{Volume: vol.ID, ClientID: r.ClientID, Seq: r.Seq}
+	if res, ok := decided[key]; ok && res.Decision != Rejected {
 		res.Duplicate = true
-		return res, nil, nil
+		return res, nil
 	}
-	prev, err := tx.CommitBySeq(ctx, vol.ID, r.ClientID, r.Seq)
-	switch {
-	case err == nil:
-		return Result{Seq: r.Seq, Decision: Decision(prev.Decision), Version: prev.Version, Reason: prev.Reason, Duplicate: true}, nil, nil
-	case !errors.Is(err, pgschema.ErrCommitNotFound):
-		return Result{}, nil, fmt.Errorf("look up commit %d: %w", r.Seq, err)
+	if prev, ok := stored[key]; ok {
+		return Result{Seq: r.Seq, Decision: Decision(prev.Decision), Version: prev.Version, Reason: prev.Reason, Duplicate: true}, nil
 	}
 
 	// The effective base of a commit made on top of an unacknowledged one is
 	// the version its parent became.
 	base := r.Base
 	if r.Parent != 0 {
-		parentVersion, ok, err := c.parentVersion(ctx, tx, vol.ID, r, decided)
-		if err != nil {
-			return Result{}, nil, err
-		}
+		parentVersion, ok := parentVersion(vol.ID, r, stored, decided)
 		if !ok {
 			return reject(&ParentMissingError{Seq: r.Seq, Parent: r.Parent})
 		}
@@ -429,24 +434,19 @@ func (c *Committer) decide(ctx context.Context, tx pgschema.Tx, vol pgschema.Vol
 		nc.Pages[i].PageNo = p.No
 	}
 	heads[vol.ID] = nc.Version
-	return Result{Seq: r.Seq, Decision: FastPath, Version: nc.Version}, nc, nil
+	return Result{Seq: r.Seq, Decision: FastPath, Version: nc.Version}, nc
 }
 
-// parentVersion finds the version r's parent became, in this unit or stored
-// earlier. A parent that was rejected or never arrived is not found.
-func (c *Committer) parentVersion(ctx context.Context, tx pgschema.Tx, volume int64, r *Request, decided map[seqKey]Result) (int64, bool, error) {
-	if res, ok := decided[seqKey{volume, r.ClientID, r.Parent}]; ok {
-		return res.Version, res.Decision != Rejected, nil
+// parentVersion finds the version r's parent became, decided earlier in
+// this group or stored before it. A parent that was rejected or never
+// arrived is not found.
+func parentVersion(volume int64, r *Request, stored map[seqKey]pgschema.Commit, decided map[seqKey]Result) (int64, bool) {
+	key := seqKey{Volume: volume, ClientID: r.ClientID, Seq: r.Parent}
+	if res, ok := decided[key]; ok {
+		return res.Version, res.Decision != Rejected
 	}
-	p, err := tx.CommitBySeq(ctx, volume, r.ClientID, r.Parent)
-	switch {
-	case err == nil:
-		return p.Version, true, nil
-	case errors.Is(err, pgschema.ErrCommitNotFound):
-		return 0, false, nil
-	default:
-		return 0, false, fmt.Errorf("look up parent commit %d: %w", r.Parent, err)
-	}
+	p, ok := stored[key]
+	return p.Version, ok
 }
 
 func checksumBytes(sum uint32) []byte {

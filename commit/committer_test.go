@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -363,5 +364,103 @@ func TestCommitter_Concurrent(t *testing.T) {
 			t.Fatalf("%s stored twice", key)
 		}
 		seen[key] = true
+	}
+}
+
+// TestCommitter_GroupDecisions puts, in one group, a batch and its retry, a
+// batch whose parent was decided earlier in the group, one whose parent was
+// stored before it, and one whose parent the group rejected: each is decided
+// as it would be alone, from one lookup of the group's keys.
+func TestCommitter_GroupDecisions(t *testing.T) {
+	ctx := context.Background()
+	release, holding := make(chan struct{}), make(chan struct{})
+	var hold atomic.Bool
+	f := newFixture(t, func(c *commit.Committer) {
+		c.Workers = 1
+		c.Hooks.AfterUpload = func(string) {
+			if hold.CompareAndSwap(true, false) {
+				close(holding)
+				<-release
+			}
+		}
+	})
+	v, w := f.volume(t, "v"), f.volume(t, "w")
+	// Stored before the group: w's version 1, client "p" sequence 1.
+	if _, err := f.c.Submit(ctx, w, []commit.Request{req("p", 1, 0, 0, 1, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	// Hold the next group at its upload so that the batches below queue up
+	// behind it, in order, and form one group.
+	hold.Store(true)
+	held := make(chan error, 1)
+	go func() {
+		_, err := f.c.Submit(ctx, w, []commit.Request{req("p", 2, 1, 0, 1, 1)})
+		held <- err
+	}()
+	<-holding
+	batches := []struct {
+		vol  pgschema.Volume
+		reqs []commit.Request
+	}{
+		{v, []commit.Request{req("a", 1, 0, 0, 1, 1), req("a", 2, 1, 0, 1, 1)}},
+		{v, []commit.Request{req("a", 1, 0, 0, 1, 1), req("a", 2, 1, 0, 1, 1)}}, // the retry
+		{v, []commit.Request{req("a", 3, 2, 0, 2, 2)}},                          // parent decided in the group
+		{w, []commit.Request{req("p", 3, 2, 1, 1, 1)}},                          // parent stored before the group
+		{v, []commit.Request{req("b", 1, 0, 0, 1, 1), req("b", 2, 1, 0, 1, 1)}}, // stale, then its child
+	}
+	results := make([][]commit.Result, len(batches))
+	errs := make(chan error, len(batches))
+	var wg sync.WaitGroup
+	for i, b := range batches {
+		wg.Go(func() {
+			res, err := f.c.Submit(ctx, b.vol, b.reqs)
+			results[i] = res
+			errs <- err
+		})
+		for f.c.Queued() != i+1 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-held; err != nil {
+		t.Fatal(err)
+	}
+	type want struct {
+		decision commit.Decision
+		version  int64
+		dup      bool
+	}
+	wants := [][]want{
+		{{commit.FastPath, 1, false}, {commit.FastPath, 2, false}},
+		{{commit.FastPath, 1, true}, {commit.FastPath, 2, true}},
+		{{commit.FastPath, 3, false}},
+		{{commit.FastPath, 3, false}},
+		{{commit.Rejected, 0, false}, {commit.Rejected, 0, false}},
+	}
+	for i := range wants {
+		for j, wt := range wants[i] {
+			r := results[i][j]
+			if r.Decision != wt.decision || r.Version != wt.version || r.Duplicate != wt.dup {
+				t.Errorf("batch %d commit %d: %+v, want %s at %d, duplicate %v", i, j, r, wt.decision, wt.version, wt.dup)
+			}
+		}
+	}
+	var stale *commit.StaleBaseError
+	var parent *commit.ParentMissingError
+	if !errors.As(results[4][0].Err, &stale) || !errors.As(results[4][1].Err, &parent) {
+		t.Errorf("stale batch: %+v, want StaleBaseError then ParentMissingError", results[4])
+	}
+	if got := f.head(t, v); got != 3 {
+		t.Fatalf("head of v = %d, want 3", got)
+	}
+	if got := f.head(t, w); got != 3 {
+		t.Fatalf("head of w = %d, want 3", got)
 	}
 }

@@ -18,8 +18,9 @@ var (
 	// ErrPageNotFound means the snapshot has no such page.
 	ErrPageNotFound = errors.New("page not found")
 
-	// ErrVolumeNotLocked means Tx.Append was called for a volume that the
-	// transaction has not locked with Tx.LockVolume.
+	// ErrVolumeNotLocked means Tx.Append or Tx.AppendAll was given a
+	// commit to a volume that the transaction has not locked with
+	// Tx.LockVolume or Tx.LockVolumes.
 	ErrVolumeNotLocked = errors.New("volume not locked in this transaction")
 
 	// ErrDuplicateCommit means the commit's idempotency key

@@ -22,7 +22,7 @@ import (
 // Metastore is the authoritative, linear history of every volume. All methods
 // are safe for concurrent use, including from several processes sharing one
 // database (PostgreSQL); per-volume serialization is the volume row's lock,
-// taken by Tx.LockVolume.
+// taken by Tx.LockVolume or Tx.LockVolumes.
 type Metastore interface {
 	// CreateVolume creates an empty volume (head 0, page count 0, policy
 	// DefaultPolicy). A taken name is ErrVolumeExists; a bad name or page size
@@ -82,9 +82,26 @@ type Tx interface {
 	// ascending id order to avoid deadlocks. ErrVolumeNotFound if missing.
 	LockVolume(ctx context.Context, id int64) (Volume, error)
 
+	// LockVolumes is LockVolume for several volumes in one query: it locks
+	// the rows of ids in ascending id order, whatever order ids come in, so
+	// concurrent callers cannot deadlock on them, and returns the volumes as
+	// of the lock in ascending id order, each once (ids may repeat). Each
+	// then counts as locked for Append and AppendAll exactly as after
+	// LockVolume. If an id is missing it returns ErrVolumeNotFound and no
+	// volume newly counts as locked (the rows it found may stay locked until
+	// the transaction ends). No ids is no query and no volumes.
+	LockVolumes(ctx context.Context, ids []int64) ([]Volume, error)
+
 	// CommitBySeq returns the stored commit with idempotency key
 	// (volume, clientID, seq), or ErrCommitNotFound.
 	CommitBySeq(ctx context.Context, volume int64, clientID string, seq int64) (Commit, error)
+
+	// LookupCommits is CommitBySeq for many keys in one query: it returns
+	// the stored commits whose idempotency keys are among keys, each at most
+	// once however often its key repeats, in no promised order. Keys with no
+	// stored commit are left out; it is not an error. It sees the commits
+	// this transaction appended. No keys is no query and no commits.
+	LookupCommits(ctx context.Context, keys []CommitKey) ([]Commit, error)
 
 	// ChangedPages is Metastore.ChangedPages inside this transaction.
 	ChangedPages(ctx context.Context, volume, from, to int64) ([]PageRef, error)
@@ -96,6 +113,29 @@ type Tx interface {
 	// idempotency key is ErrDuplicateCommit; an ill-formed commit is an
 	// *InvalidError. Nothing is stored when it fails.
 	Append(ctx context.Context, c NewCommit) error
+
+	// AppendAll stores cs in order, each by the rules of Append and with the
+	// error Append would return for the first commit that fails when called
+	// for each in turn: each volume must be locked (else
+	// ErrVolumeNotLocked); each c.Version must be its volume's head + 1,
+	// counting the commits before it in cs (else *StaleHeadError); an
+	// idempotency key stored already, or used by an earlier commit of cs,
+	// is ErrDuplicateCommit; an ill-formed commit is an *InvalidError. It is
+	// all or nothing: when it fails, nothing of cs is stored, and the
+	// transaction is as usable as after a failed Append (after
+	// ErrDuplicateCommit, *StaleHeadError, *InvalidError or
+	// ErrVolumeNotLocked it may go on and commit). Each volume's head and
+	// page count become those of its last commit in cs. The stored state is
+	// the same as after Append of each in turn. No commits is a no-op.
+	AppendAll(ctx context.Context, cs []NewCommit) error
+}
+
+// CommitKey is a commit's idempotency key: a client's sequence number on
+// one volume.
+type CommitKey struct {
+	Volume   int64
+	ClientID string
+	Seq      int64
 }
 
 // Volume is one replicated SQLite database.

@@ -86,6 +86,43 @@ func BenchCommit(b *testing.B, ms pgschema.Metastore, writers int) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "commits/s")
 }
 
+// BenchAppendAll measures AppendAll throughput as group commit uses it:
+// each operation is one Update that locks a volume and appends batch
+// commits of 4 pages each, all in one segment, in one AppendAll. It reports
+// commits/s.
+func BenchAppendAll(b *testing.B, ms pgschema.Metastore, batch int) {
+	ctx := context.Background()
+	v, err := ms.CreateVolume(ctx, fmt.Sprintf("bench-append-all-%d-%s", benchRun.Add(1), randSuffix()), 4096)
+	if err != nil {
+		b.Fatalf("CreateVolume: %v", err)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	head := int64(0)
+	cs := make([]pgschema.NewCommit, batch)
+	for b.Loop() {
+		b.StopTimer()
+		seg := fmt.Sprintf("segments/bench-group-%d-%d", v.ID, head)
+		for i := range cs {
+			cs[i] = benchCommit(v.ID, head+int64(i)+1, rng)
+			for j := range cs[i].Pages {
+				cs[i].Pages[j].Segment = seg
+			}
+		}
+		b.StartTimer()
+		err := ms.Update(ctx, func(tx pgschema.Tx) error {
+			if _, err := tx.LockVolumes(ctx, []int64{v.ID}); err != nil {
+				return err
+			}
+			return tx.AppendAll(ctx, cs)
+		})
+		if err != nil {
+			b.Fatalf("AppendAll: %v", err)
+		}
+		head += int64(batch)
+	}
+	b.ReportMetric(float64(head)/b.Elapsed().Seconds(), "commits/s")
+}
+
 // BenchChangedPages measures ChangedPages over a volume of 10,000 versions of
 // 4 pages each in 2,000 pages: the whole history, and a range of 100 versions
 // in the middle. Setup is outside the timers.

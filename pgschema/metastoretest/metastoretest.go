@@ -1,7 +1,7 @@
 // Package metastoretest is the conformance suite for pgschema.Metastore: every
 // backend (pgschema/pgstore, pgschema/sqlitestore) runs Run against a real
 // instance, and calls the shared benchmark helpers (BenchCommit,
-// BenchChangedPages) so their numbers compare.
+// BenchAppendAll, BenchChangedPages) so their numbers compare.
 //
 // It owns no metastore of its own. The page-lookup tests check a backend
 // against an in-memory model of the contract documented on pgschema.Metastore.
@@ -45,6 +45,11 @@ func Run(t *testing.T, open func(t *testing.T) pgschema.Metastore) {
 		{"AppendCommit/ConcurrentRetry", testAppendCommitConcurrentRetry},
 		{"AppendCommit/ConcurrentWriters", testConcurrentWriters},
 		{"LockVolume/NotFound", testLockVolumeNotFound},
+		{"LockVolumes", testLockVolumes},
+		{"LookupCommits", testLookupCommits},
+		{"AppendAll/OK", testAppendAllOK},
+		{"AppendAll/Fails", testAppendAllFails},
+		{"AppendAll/ManyPages", testAppendAllManyPages},
 		{"Update/Rollback", testUpdateRollback},
 		{"Commit/RoundTrip", testCommitRoundTrip},
 		{"Commit/NotFound", testCommitNotFound},

@@ -9,12 +9,13 @@ import (
 	"github.com/cambiumdb/cambium/pgschema/metastoretest"
 )
 
-// TestStore_ConformanceWideRanges runs the suite with every ChangedPages
-// range taking the long-range query, which the suite's short histories
-// would otherwise never reach.
-func TestStore_ConformanceWideRanges(t *testing.T) {
-	defer func(old int64) { wideRange = old }(wideRange)
-	wideRange = 1
+// TestStore_ConformanceOtherPaths runs the suite with every ChangedPages
+// range taking the long-range query and every AppendAll sending its page
+// rows by COPY, which the suite's short histories and small batches would
+// otherwise rarely reach.
+func TestStore_ConformanceOtherPaths(t *testing.T) {
+	defer func(old int64, oldCopy int) { wideRange, copyThresholdAll = old, oldCopy }(wideRange, copyThresholdAll)
+	wideRange, copyThresholdAll = 1, 0
 	metastoretest.Run(t, func(t *testing.T) pgschema.Metastore {
 		s, err := Open(context.Background(), testutil.MustPostgresSchema(t), Options{})
 		if err != nil {

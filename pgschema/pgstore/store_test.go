@@ -2,6 +2,7 @@ package pgstore_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/cambiumdb/cambium/internal/testutil"
@@ -30,6 +31,16 @@ func BenchmarkCommit(b *testing.B) {
 			s := mustOpen(b)
 			defer s.Close()
 			metastoretest.BenchCommit(b, s, writers)
+		})
+	}
+}
+
+func BenchmarkAppendAll(b *testing.B) {
+	for _, batch := range []int{1, 100} {
+		b.Run(fmt.Sprintf("Batch%d", batch), func(b *testing.B) {
+			s := mustOpen(b)
+			defer s.Close()
+			metastoretest.BenchAppendAll(b, s, batch)
 		})
 	}
 }

@@ -113,6 +113,14 @@ func (t *tx) queryRow(ctx context.Context, scan func(pgx.Row) error, sql string,
 	return nil
 }
 
+// query runs one query in the transaction and hands its rows to fn, which
+// must read them all.
+func (t *tx) query(ctx context.Context, fn func(pgx.Rows) error, sql string, args ...any) error {
+	var b pgx.Batch
+	b.Queue(sql, args...).Query(fn)
+	return t.send(ctx, &b)
+}
+
 type lockedVolume struct {
 	head      int64
 	pageCount uint32
@@ -142,6 +150,79 @@ func (t *tx) LockVolume(ctx context.Context, id int64) (pgschema.Volume, error) 
 	}
 	t.locked[id] = &lockedVolume{head: v.Head, pageCount: v.PageCount}
 	return v, nil
+}
+
+// lockVolumesSQL locks in the order of the sort below it: LockRows runs
+// above the Sort node, so two transactions locking overlapping sets take
+// their common rows in one order.
+const lockVolumesSQL = `SELECT ` + volumeColumns + ` FROM volumes WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE`
+
+// LockVolumes implements pgschema.Tx in one query.
+func (t *tx) LockVolumes(ctx context.Context, ids []int64) ([]pgschema.Volume, error) {
+	if t.done {
+		return nil, fmt.Errorf("lock volumes: %w", errTxDone)
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	want := slices.Clone(ids)
+	slices.Sort(want)
+	want = slices.Compact(want)
+	var vols []pgschema.Volume
+	err := t.query(ctx, func(rows pgx.Rows) (err error) {
+		vols, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (pgschema.Volume, error) { return scanVolume(r) })
+		return err
+	}, lockVolumesSQL, want)
+	if err != nil {
+		return nil, fmt.Errorf("lock volumes %v: %w", want, err)
+	}
+	if len(vols) != len(want) {
+		for i, id := range want {
+			if i >= len(vols) || vols[i].ID != id {
+				return nil, fmt.Errorf("lock volume %d: %w", id, pgschema.ErrVolumeNotFound)
+			}
+		}
+	}
+	for _, v := range vols {
+		t.locked[v.ID] = &lockedVolume{head: v.Head, pageCount: v.PageCount}
+	}
+	return vols, nil
+}
+
+// lookupCommitsSQL probes the idempotency key's index once per distinct
+// key: LIMIT 1 keeps the lateral subquery from being flattened into a join
+// that a generic plan might run as a scan of the whole commit log.
+const lookupCommitsSQL = `
+SELECT c.* FROM (
+	SELECT DISTINCT vol, cid, seq FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS k (vol, cid, seq)
+) k
+CROSS JOIN LATERAL (
+	SELECT ` + commitColumns + ` FROM commits
+	WHERE volume_id = k.vol AND client_id = k.cid AND client_seq = k.seq
+	LIMIT 1
+) c`
+
+// LookupCommits implements pgschema.Tx in one query.
+func (t *tx) LookupCommits(ctx context.Context, keys []pgschema.CommitKey) ([]pgschema.Commit, error) {
+	if t.done {
+		return nil, fmt.Errorf("look up commits: %w", errTxDone)
+	}
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	vols, clients, seqs := make([]int64, len(keys)), make([]string, len(keys)), make([]int64, len(keys))
+	for i, k := range keys {
+		vols[i], clients[i], seqs[i] = k.Volume, k.ClientID, k.Seq
+	}
+	var cs []pgschema.Commit
+	err := t.query(ctx, func(rows pgx.Rows) (err error) {
+		cs, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (pgschema.Commit, error) { return scanCommit(r) })
+		return err
+	}, lookupCommitsSQL, vols, clients, seqs)
+	if err != nil {
+		return nil, fmt.Errorf("look up %d commits: %w", len(keys), err)
+	}
+	return cs, nil
 }
 
 // CommitBySeq implements pgschema.Tx.

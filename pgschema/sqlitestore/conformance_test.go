@@ -46,6 +46,17 @@ func BenchmarkCommit(b *testing.B) {
 	}
 }
 
+// BenchmarkAppendAll reports commits/s of 4-page commits appended 1 and 100
+// at a time by AppendAll, one transaction each.
+func BenchmarkAppendAll(b *testing.B) {
+	for _, batch := range []int{1, 100} {
+		b.Run("batch="+strconv.Itoa(batch), func(b *testing.B) {
+			s := mustOpen(b)
+			metastoretest.BenchAppendAll(b, s, batch)
+		})
+	}
+}
+
 // BenchmarkChangedPages reports ChangedPages over 10,000 versions of 4 pages.
 func BenchmarkChangedPages(b *testing.B) {
 	s := mustOpen(b)

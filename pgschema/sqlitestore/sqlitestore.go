@@ -93,8 +93,9 @@ func WithReadConns(n int) Option { return func(c *config) { c.readConns = n } }
 //     head read under LockVolume stays the head until the transaction ends.
 //   - r is opened query_only: reads never take the write lock, and in WAL mode
 //     each read statement sees one committed snapshot, never a partial Update.
-//   - An Update is either committed whole or not at all; a failed Append inside
-//     it leaves nothing behind even when fn goes on (a savepoint per Append).
+//   - An Update is either committed whole or not at all; a failed Append or
+//     AppendAll inside it leaves nothing behind even when fn goes on (a
+//     savepoint per call).
 type Store struct {
 	w *sql.DB // the write connection: BEGIN IMMEDIATE, foreign keys on
 	r *sql.DB // the read pool: query_only

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/cambiumdb/cambium/pgschema"
@@ -122,59 +123,137 @@ func (t *tx) ChangedPages(ctx context.Context, volume, from, to int64) ([]pgsche
 	return changedPages(ctx, t.tx, volume, from, to)
 }
 
-// Append stores c as the next version of its locked volume. Its writes run
-// inside a savepoint, so a failure at any step (a duplicate idempotency key,
-// a cancelled context) undoes them all, even if fn then carries on and
+// LockVolumes is LockVolume for each of ids, in ascending id order. With no
+// network in between, a loop over the prepared statement costs what one
+// query would.
+func (t *tx) LockVolumes(ctx context.Context, ids []int64) ([]pgschema.Volume, error) {
+	if err := t.check(); err != nil {
+		return nil, fmt.Errorf("lock volumes: %w", err)
+	}
+	want := slices.Clone(ids)
+	slices.Sort(want)
+	want = slices.Compact(want)
+	stmt := t.tx.StmtContext(ctx, t.s.stmts.lockVolume)
+	vols := make([]pgschema.Volume, 0, len(want))
+	for _, id := range want {
+		v, err := scanVolume(stmt.QueryRowContext(ctx, id))
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, fmt.Errorf("lock volume %d: %w", id, pgschema.ErrVolumeNotFound)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("lock volume %d: %w", id, err)
+		}
+		vols = append(vols, v)
+	}
+	for _, v := range vols {
+		t.locked[v.ID] = &v
+	}
+	return vols, nil
+}
+
+// LookupCommits is CommitBySeq for each distinct key, leaving out those not
+// found.
+func (t *tx) LookupCommits(ctx context.Context, keys []pgschema.CommitKey) ([]pgschema.Commit, error) {
+	if err := t.check(); err != nil {
+		return nil, fmt.Errorf("look up commits: %w", err)
+	}
+	stmt := t.tx.StmtContext(ctx, t.s.stmts.commitBySeq)
+	seen := make(map[pgschema.CommitKey]struct{}, len(keys))
+	var cs []pgschema.Commit
+	for _, k := range keys {
+		if _, ok := seen[k]; ok {
+			continue
+		}
+		seen[k] = struct{}{}
+		c, err := scanCommit(stmt.QueryRowContext(ctx, k.Volume, k.ClientID, k.Seq))
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("look up commit %d/%s/%d: %w", k.Volume, k.ClientID, k.Seq, err)
+		}
+		cs = append(cs, c)
+	}
+	return cs, nil
+}
+
+// Append stores c as the next version of its locked volume: AppendAll of
+// one commit.
+func (t *tx) Append(ctx context.Context, c pgschema.NewCommit) error {
+	return t.AppendAll(ctx, []pgschema.NewCommit{c})
+}
+
+// AppendAll stores cs in order, checking each as it goes, so the first
+// commit that fails is the one Append in turn would fail on. Its writes run
+// inside one savepoint, so a failure at any step (a duplicate idempotency
+// key, a cancelled context) undoes all of cs, even if fn then carries on and
 // commits.
-func (t *tx) Append(ctx context.Context, c pgschema.NewCommit) (err error) {
+func (t *tx) AppendAll(ctx context.Context, cs []pgschema.NewCommit) (err error) {
 	if err := t.check(); err != nil {
 		return fmt.Errorf("append: %w", err)
 	}
-	if err := pgschema.ValidateNewCommit(&c); err != nil {
-		return fmt.Errorf("append to volume %d: %w", c.Volume, err)
+	if len(cs) == 0 {
+		return nil
 	}
-	v, ok := t.locked[c.Volume]
-	if !ok {
-		return fmt.Errorf("append to volume %d: %w", c.Volume, pgschema.ErrVolumeNotLocked)
-	}
-	if c.Version != v.Head+1 {
-		return &pgschema.StaleHeadError{Volume: c.Volume, Head: v.Head, Version: c.Version}
-	}
-
 	if _, err := t.tx.ExecContext(ctx, `SAVEPOINT append`); err != nil {
-		return fmt.Errorf("append to volume %d: savepoint: %w", c.Volume, err)
+		return fmt.Errorf("append to volume %d: savepoint: %w", cs[0].Volume, err)
 	}
 	defer func() {
 		if err == nil {
 			return
 		}
-		// Undo this Append only. A background context: the caller's may be
+		// Undo all of cs only. A background context: the caller's may be
 		// the reason it failed, and the undo must still happen.
 		bg := context.WithoutCancel(ctx)
 		if _, rerr := t.tx.ExecContext(bg, `ROLLBACK TO append`); rerr != nil {
-			t.broken = fmt.Errorf("append to volume %d failed (%v) and could not be undone: %w", c.Volume, err, rerr)
+			t.broken = fmt.Errorf("append failed (%v) and could not be undone: %w", err, rerr)
 			return
 		}
 		if _, rerr := t.tx.ExecContext(bg, `RELEASE append`); rerr != nil {
-			t.broken = fmt.Errorf("append to volume %d: release savepoint: %w", c.Volume, rerr)
+			t.broken = fmt.Errorf("append: release savepoint: %w", rerr)
 		}
 	}()
-	if err := t.appendLocked(ctx, &c); err != nil {
-		return fmt.Errorf("append version %d to volume %d: %w", c.Version, c.Volume, err)
+	// Heads as cs moves them, applied to t.locked only once all are stored.
+	heads := make(map[int64]pgschema.Volume, 1)
+	segIDs := make(map[string]int64, 1)
+	now := toMicros(time.Now())
+	for i := range cs {
+		c := &cs[i]
+		if err := pgschema.ValidateNewCommit(c); err != nil {
+			return fmt.Errorf("append to volume %d: %w", c.Volume, err)
+		}
+		v, ok := heads[c.Volume]
+		if !ok {
+			l, locked := t.locked[c.Volume]
+			if !locked {
+				return fmt.Errorf("append to volume %d: %w", c.Volume, pgschema.ErrVolumeNotLocked)
+			}
+			v = *l
+		}
+		if c.Version != v.Head+1 {
+			return &pgschema.StaleHeadError{Volume: c.Volume, Head: v.Head, Version: c.Version}
+		}
+		if err := t.appendLocked(ctx, c, segIDs, now); err != nil {
+			return fmt.Errorf("append version %d to volume %d: %w", c.Version, c.Volume, err)
+		}
+		v.Head, v.PageCount = c.Version, c.PageCount
+		heads[c.Volume] = v
 	}
 	if _, err := t.tx.ExecContext(ctx, `RELEASE append`); err != nil {
-		return fmt.Errorf("append version %d to volume %d: release savepoint: %w", c.Version, c.Volume, err)
+		return fmt.Errorf("append %d commits: release savepoint: %w", len(cs), err)
 	}
-	v.Head, v.PageCount = c.Version, c.PageCount
+	for id, v := range heads {
+		l := t.locked[id]
+		l.Head, l.PageCount = v.Head, v.PageCount
+	}
 	return nil
 }
 
-// appendLocked writes c's rows inside Append's savepoint.
-func (t *tx) appendLocked(ctx context.Context, c *pgschema.NewCommit) error {
-	now := toMicros(time.Now())
+// appendLocked writes c's rows inside AppendAll's savepoint. segIDs caches
+// the ids of segments already named inside it; now is the creation time.
+func (t *tx) appendLocked(ctx context.Context, c *pgschema.NewCommit, segIDs map[string]int64, now int64) error {
 	// Segments first: the page rows refer to them by id. A group-committed
 	// segment holds several commits' pages, so it may be stored already.
-	segIDs := make(map[string]int64, 1)
 	findSeg := t.tx.StmtContext(ctx, t.s.stmts.findSegment)
 	addSeg := t.tx.StmtContext(ctx, t.s.stmts.addSegment)
 	for _, p := range c.Pages {
