@@ -464,3 +464,69 @@ func TestCommitter_GroupDecisions(t *testing.T) {
 		t.Fatalf("head of w = %d, want 3", got)
 	}
 }
+
+// TestCommitter_Linger: after a group of three, a loop that finds a single
+// batch waits (up to GroupDelay, here far longer than the test) for two more
+// so the three again share one segment.
+func TestCommitter_Linger(t *testing.T) {
+	ctx := context.Background()
+	release := make(chan struct{})
+	var once sync.Once
+	var mu sync.Mutex
+	var segments []string
+	f := newFixture(t, func(c *commit.Committer) {
+		c.Workers = 1
+		c.GroupDelay = time.Hour
+		c.Hooks.AfterUpload = func(key string) {
+			mu.Lock()
+			segments = append(segments, key)
+			mu.Unlock()
+			once.Do(func() { <-release })
+		}
+	})
+	vols := []pgschema.Volume{f.volume(t, "l1"), f.volume(t, "l2"), f.volume(t, "l3")}
+	submit := func(i int, seq int64, wg *sync.WaitGroup) {
+		wg.Go(func() {
+			res, err := f.c.Submit(ctx, vols[i], []commit.Request{req(fmt.Sprintf("c%d", i), seq, 0, seq-1, 1, 1)})
+			if err != nil || res[0].Decision != commit.FastPath {
+				t.Errorf("submit %d/%d: %v %+v", i, seq, err, res)
+			}
+		})
+	}
+	// Wave 1: hold a first group at its upload, queue three batches behind
+	// it, release: they form one group of three.
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if _, err := f.c.Submit(ctx, f.volume(t, "l0"), []commit.Request{req("z", 1, 0, 0, 1, 1)}); err != nil {
+			t.Error(err)
+		}
+	})
+	for {
+		mu.Lock()
+		n := len(segments)
+		mu.Unlock()
+		if n == 1 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for i := range vols {
+		submit(i, 1, &wg)
+	}
+	for f.c.Queued() < len(vols) {
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	wg.Wait()
+	// Wave 2: the three arrive one by one; the loop lingers until all are in.
+	for i := range vols {
+		submit(i, 2, &wg)
+		time.Sleep(5 * time.Millisecond) // spread the arrivals; correctness does not depend on it
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(segments) != 3 {
+		t.Fatalf("%d segments for a group of one and two groups of three, want 3", len(segments))
+	}
+}
