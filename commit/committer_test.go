@@ -239,15 +239,11 @@ func TestCommitter_GroupCommit(t *testing.T) {
 		first <- err
 	}()
 	// Wait until the first group is inside its upload.
-	for {
+	waitFor(func() bool {
 		mu.Lock()
-		n := len(segments)
-		mu.Unlock()
-		if n == 1 {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+		defer mu.Unlock()
+		return len(segments) == 1
+	})
 	var wg sync.WaitGroup
 	errs := make(chan error, len(vols))
 	// Queue one batch per volume while the first group is held.
@@ -269,9 +265,7 @@ func TestCommitter_GroupCommit(t *testing.T) {
 		})
 	}
 	// Release the first group once all three batches wait in the queue.
-	for f.c.Queued() < len(vols) {
-		time.Sleep(time.Millisecond)
-	}
+	waitFor(func() bool { return f.c.Queued() >= len(vols) })
 	close(release)
 	wg.Wait()
 	close(errs)
@@ -501,21 +495,15 @@ func TestCommitter_Linger(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	for {
+	waitFor(func() bool {
 		mu.Lock()
-		n := len(segments)
-		mu.Unlock()
-		if n == 1 {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+		defer mu.Unlock()
+		return len(segments) == 1
+	})
 	for i := range vols {
 		submit(i, 1, &wg)
 	}
-	for f.c.Queued() < len(vols) {
-		time.Sleep(time.Millisecond)
-	}
+	waitFor(func() bool { return f.c.Queued() >= len(vols) })
 	close(release)
 	wg.Wait()
 	// Wave 2: the three arrive one by one; the loop lingers until all are in.
@@ -528,5 +516,13 @@ func TestCommitter_Linger(t *testing.T) {
 	defer mu.Unlock()
 	if len(segments) != 3 {
 		t.Fatalf("%d segments for a group of one and two groups of three, want 3", len(segments))
+	}
+}
+
+// waitFor polls cond until it holds: for states the test itself brings
+// about, so it never waits long.
+func waitFor(cond func() bool) {
+	for !cond() {
+		time.Sleep(time.Millisecond)
 	}
 }

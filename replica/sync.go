@@ -134,13 +134,9 @@ func (r *Replica) Pull(ctx context.Context, c *api.Client) (Status, error) {
 		}
 		return st, nil
 	}
-	pages := map[uint32][]byte{}
-	h, err := c.Pull(ctx, r.volume, int64(st.BaseVersion), func(p api.StreamedPage) error {
-		pages[p.No] = p.Data
-		return nil
-	})
+	pages, h, err := r.fetchChanged(ctx, c, st.BaseVersion)
 	if err != nil {
-		return st, fmt.Errorf("pull: %w", err)
+		return st, err
 	}
 	if uint64(h.Head) == st.BaseVersion {
 		return st, nil
@@ -168,13 +164,9 @@ func (r *Replica) PullReset(ctx context.Context, c *api.Client) (Status, error) 
 	if err != nil {
 		return st, err
 	}
-	pages := map[uint32][]byte{}
-	h, err := c.Pull(ctx, r.volume, int64(st.BaseVersion), func(p api.StreamedPage) error {
-		pages[p.No] = p.Data
-		return nil
-	})
+	pages, h, err := r.fetchChanged(ctx, c, st.BaseVersion)
 	if err != nil {
-		return st, fmt.Errorf("pull: %w", err)
+		return st, err
 	}
 	var missing []uint32
 	for _, no := range touched {
@@ -203,4 +195,18 @@ func (r *Replica) PullReset(ctx context.Context, c *api.Client) (Status, error) 
 		return st, fmt.Errorf("pull: reset to version %d: %w", h.Head, err)
 	}
 	return r.Status(ctx)
+}
+
+// fetchChanged fetches every page changed since version from, each once,
+// with the head and page count the server reached.
+func (r *Replica) fetchChanged(ctx context.Context, c *api.Client, from uint64) (map[uint32][]byte, api.PageStreamHeader, error) {
+	pages := map[uint32][]byte{}
+	h, err := c.Pull(ctx, r.volume, int64(from), func(p api.StreamedPage) error {
+		pages[p.No] = p.Data
+		return nil
+	})
+	if err != nil {
+		return nil, h, fmt.Errorf("pull: %w", err)
+	}
+	return pages, h, nil
 }

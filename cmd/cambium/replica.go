@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"strconv"
@@ -96,6 +97,19 @@ func openReplica(ctx context.Context, path string) (*replica.Replica, error) {
 		return nil, fmt.Errorf("%s is not a Cambium replica (no %s-cambium); create one with cambium clone", path, path)
 	}
 	return replica.Open(ctx, path, replica.Options{})
+}
+
+// openFileArg parses a command's flags and its one argument, FILE, and
+// opens that replica.
+func openFileArg(ctx context.Context, fs *flag.FlagSet, args []string, name string) (*replica.Replica, error) {
+	pos, err := parse(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	if len(pos) != 1 {
+		return nil, fmt.Errorf("%s: want FILE (see cambium %s --help)", name, name)
+	}
+	return openReplica(ctx, pos[0])
 }
 
 func runClone(ctx context.Context, env *cliEnv, args []string) error {
@@ -277,14 +291,7 @@ func runPush(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags(env, "push", pushUsage)
 	server := serverFlag(fs)
 	asJSON := fs.Bool("json", false, "")
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return errors.New("push: want FILE (see cambium push --help)")
-	}
-	r, err := openReplica(ctx, pos[0])
+	r, err := openFileArg(ctx, fs, args, "push")
 	if err != nil {
 		return err
 	}
@@ -320,14 +327,7 @@ func runPull(ctx context.Context, env *cliEnv, args []string) error {
 	server := serverFlag(fs)
 	reset := fs.Bool("reset", false, "")
 	asJSON := fs.Bool("json", false, "")
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return errors.New("pull: want FILE (see cambium pull --help)")
-	}
-	r, err := openReplica(ctx, pos[0])
+	r, err := openFileArg(ctx, fs, args, "pull")
 	if err != nil {
 		return err
 	}
@@ -369,14 +369,7 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags(env, "status", statusUsage)
 	server := serverFlag(fs)
 	asJSON := fs.Bool("json", false, "")
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return errors.New("status: want FILE (see cambium status --help)")
-	}
-	r, err := openReplica(ctx, pos[0])
+	r, err := openFileArg(ctx, fs, args, "status")
 	if err != nil {
 		return err
 	}

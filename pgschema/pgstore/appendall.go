@@ -12,10 +12,9 @@ import (
 )
 
 // copyThresholdAll is the number of page-index rows above which AppendAll
-// sends them by COPY. It is higher than Append's copyThreshold: the rows of
-// a whole group ride in the statement that stores its commits, so COPY's
-// extra round trip only pays off for bulk commits. A variable so tests can
-// run both paths.
+// sends them by COPY: the rows of a whole group ride in the statement that
+// stores its commits, so COPY's extra round trip only pays off for bulk
+// commits. A variable so tests can run both paths.
 var copyThresholdAll = 4096
 
 // appendAllCommitsSQL stores a slice of commits from arrays, all or none,

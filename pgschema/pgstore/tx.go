@@ -11,11 +11,6 @@ import (
 	"github.com/cambiumdb/cambium/pgschema"
 )
 
-// copyThreshold is the number of page-index rows above which Append uses
-// COPY: below it, one INSERT ... SELECT FROM unnest(arrays) costs less than
-// COPY's extra round trip and setup.
-const copyThreshold = 32
-
 // Update implements pgschema.Metastore. fn runs in a READ COMMITTED
 // transaction; the volume row locks it takes serialize appends.
 //
@@ -267,146 +262,10 @@ func (t *tx) ChangedPages(ctx context.Context, volume, from, to int64) ([]pgsche
 // sorted, so two appends sharing segments take those waits in one order.
 const insertSegmentsSQL = `INSERT INTO segments (key) SELECT k FROM unnest($1::text[]) AS k ON CONFLICT (key) DO NOTHING`
 
-// insertCommitSQL inserts the commit row unless its idempotency key is
-// stored, and only then its page-index rows (from arrays) and the volume's
-// new head and page count: one statement, so one round trip, and a
-// duplicate leaves the transaction usable. It returns how many commit rows
-// and page-index rows it inserted.
-const insertCommitSQL = `
-WITH c AS (
-	INSERT INTO commits (volume_id, version, base, client_id, client_seq, decision, reason,
-		page_count, pages_count, record, checksum, received_at)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-	ON CONFLICT (volume_id, client_id, client_seq) DO NOTHING
-	RETURNING version
-), p AS (
-	INSERT INTO page_index (volume_id, page_no, version, segment_id, frame_offset, frame_length, page_offset, hash)
-	SELECT $1, w.page_no, $2, (SELECT s.id FROM segments s WHERE s.key = w.seg),
-		w.frame_offset, w.frame_length, w.page_offset, w.hash
-	FROM unnest($13::bigint[], $14::text[], $15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[])
-		AS w (page_no, seg, frame_offset, frame_length, page_offset, hash)
-	WHERE EXISTS (SELECT FROM c)
-	RETURNING 1
-), v AS (
-	UPDATE volumes SET head = $2, page_count = $8 WHERE id = $1 AND EXISTS (SELECT FROM c)
-)
-SELECT (SELECT count(*) FROM c), (SELECT count(*) FROM p)`
-
-// insertCommitOnlySQL is insertCommitSQL without page-index rows, for
-// commits whose pages go in by COPY.
-const insertCommitOnlySQL = `
-WITH c AS (
-	INSERT INTO commits (volume_id, version, base, client_id, client_seq, decision, reason,
-		page_count, pages_count, record, checksum, received_at)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-	ON CONFLICT (volume_id, client_id, client_seq) DO NOTHING
-	RETURNING version
-), v AS (
-	UPDATE volumes SET head = $2, page_count = $8 WHERE id = $1 AND EXISTS (SELECT FROM c)
-)
-SELECT (SELECT count(*) FROM c), 0::bigint`
-
-// Append implements pgschema.Tx. A commit of up to copyThreshold pages costs
-// one round trip (a pipelined batch); a larger one adds a COPY.
+// Append implements pgschema.Tx: AppendAll of one commit, which has
+// Append's rules and errors by contract, so the two share one path.
 func (t *tx) Append(ctx context.Context, c pgschema.NewCommit) error {
-	if t.done {
-		return fmt.Errorf("append: %w", errTxDone)
-	}
-	if err := pgschema.ValidateNewCommit(&c); err != nil {
-		return err
-	}
-	l, ok := t.locked[c.Volume]
-	if !ok {
-		return fmt.Errorf("append to volume %d: %w", c.Volume, pgschema.ErrVolumeNotLocked)
-	}
-	if c.Version != l.head+1 {
-		return &pgschema.StaleHeadError{Volume: c.Volume, Head: l.head, Version: c.Version}
-	}
-	if err := t.append(ctx, c); err != nil {
-		if !errors.Is(err, pgschema.ErrDuplicateCommit) {
-			t.broken = err
-		}
-		return err
-	}
-	l.head, l.pageCount = c.Version, c.PageCount
-	return nil
-}
-
-func (t *tx) append(ctx context.Context, c pgschema.NewCommit) error {
-	keys := make([]string, 0, 1)
-	for _, p := range c.Pages {
-		keys = append(keys, p.Segment)
-	}
-	slices.Sort(keys)
-	keys = slices.Compact(keys)
-
-	useCopy := len(c.Pages) > copyThreshold
-	args := []any{c.Volume, c.Version, c.Base, c.ClientID, c.ClientSeq, string(c.Decision), c.Reason,
-		int64(c.PageCount), len(c.Pages), nonNil(c.Record), nonNil(c.Checksum), c.ReceivedAt}
-	sql := insertCommitOnlySQL
-	if !useCopy {
-		sql = insertCommitSQL
-		n := len(c.Pages)
-		pageNos, segs := make([]int64, n), make([]string, n)
-		frameOffs, frameLens, pageOffs, hashes := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
-		for i, p := range c.Pages {
-			pageNos[i], segs[i] = int64(p.PageNo), p.Segment
-			frameOffs[i], frameLens[i], pageOffs[i], hashes[i] = p.FrameOffset, p.FrameLength, p.PageOffset, int64(p.Hash)
-		}
-		args = append(args, pageNos, segs, frameOffs, frameLens, pageOffs, hashes)
-	}
-
-	var b pgx.Batch
-	if len(keys) > 0 {
-		b.Queue(insertSegmentsSQL, keys)
-	}
-	var commits, pageRows int64
-	b.Queue(sql, args...).QueryRow(func(row pgx.Row) error { return row.Scan(&commits, &pageRows) })
-	var segIDs map[string]int64
-	if useCopy {
-		segIDs = make(map[string]int64, len(keys))
-		b.Queue(`SELECT key, id FROM segments WHERE key = ANY($1)`, keys).Query(func(rows pgx.Rows) error {
-			var key string
-			var id int64
-			_, err := pgx.ForEachRow(rows, []any{&key, &id}, func() error {
-				segIDs[key] = id
-				return nil
-			})
-			return err
-		})
-	}
-	if err := t.send(ctx, &b); err != nil {
-		if isUniqueViolation(err, "commits_idempotency_key") {
-			return fmt.Errorf("append version %d of volume %d: %w", c.Version, c.Volume, pgschema.ErrDuplicateCommit)
-		}
-		return fmt.Errorf("append version %d of volume %d: %w", c.Version, c.Volume, err)
-	}
-	if commits == 0 {
-		return fmt.Errorf("append version %d of volume %d: key %s/%d: %w", c.Version, c.Volume, c.ClientID, c.ClientSeq, pgschema.ErrDuplicateCommit)
-	}
-	if useCopy {
-		n, err := t.conn.CopyFrom(ctx, pgx.Identifier{"page_index"},
-			[]string{"volume_id", "page_no", "version", "segment_id", "frame_offset", "frame_length", "page_offset", "hash"},
-			pgx.CopyFromSlice(len(c.Pages), func(i int) ([]any, error) {
-				p := c.Pages[i]
-				id, ok := segIDs[p.Segment]
-				if !ok {
-					return nil, fmt.Errorf("segment %s: no id", p.Segment)
-				}
-				return []any{c.Volume, int64(p.PageNo), c.Version, id, p.FrameOffset, p.FrameLength, p.PageOffset, int64(p.Hash)}, nil
-			}))
-		if err != nil {
-			return fmt.Errorf("append version %d of volume %d: copy page index: %w", c.Version, c.Volume, err)
-		}
-		pageRows = n
-	}
-	if pageRows != int64(len(c.Pages)) {
-		// A segment row vanished between the two statements: only a
-		// garbage collector deleting a segment still being written could
-		// do that. Refuse rather than store a commit missing pages.
-		return fmt.Errorf("append version %d of volume %d: stored %d of %d page-index rows", c.Version, c.Volume, pageRows, len(c.Pages))
-	}
-	return nil
+	return t.AppendAll(ctx, []pgschema.NewCommit{c})
 }
 
 // nonNil maps nil to an empty slice: the columns are NOT NULL.
