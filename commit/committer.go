@@ -296,6 +296,7 @@ func (c *Committer) upload(ctx context.Context, acc []accepted) (string, error) 
 		enc := encoders[a.req.PageSize]
 		if enc == nil {
 			enc = segment.NewEncoder(a.req.PageSize)
+			enc.Grow(pagesOfSize(acc, a.req.PageSize))
 			encoders[a.req.PageSize] = enc
 		}
 		for _, p := range a.req.Pages {
@@ -338,6 +339,17 @@ func (c *Committer) upload(ctx context.Context, acc []accepted) (string, error) 
 		lastKey = key
 	}
 	return lastKey, nil
+}
+
+// pagesOfSize counts the accepted pages of one page size.
+func pagesOfSize(acc []accepted, size int) int {
+	n := 0
+	for _, a := range acc {
+		if a.req.PageSize == size {
+			n += len(a.req.Pages)
+		}
+	}
+	return n
 }
 
 func newSegmentKey() (string, error) {

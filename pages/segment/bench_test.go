@@ -58,6 +58,7 @@ func BenchmarkEncode(b *testing.B) {
 			var size int
 			m := startCPU()
 			for b.Loop() {
+				enc.Grow(len(pages))
 				for i, p := range pages {
 					if err := enc.Add(1, 1, uint32(i+1), p); err != nil {
 						b.Fatal(err)

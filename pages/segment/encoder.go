@@ -273,6 +273,20 @@ func (e *Encoder) Add(volume, version int64, pageNo uint32, page []byte) error {
 	return nil
 }
 
+// Grow reserves room for pages more pages, so that adding them does not
+// reallocate the segment as it grows (up to their uncompressed size plus
+// frame headers, which bounds what the codecs produce). Callers that know
+// how many pages they will add, as group commit does, save the copies.
+func (e *Encoder) Grow(pages int) {
+	if pages <= 0 || !ValidPageSize(e.pageSize) {
+		return
+	}
+	frames := pages*e.pageSize/max(e.FrameBytes, e.pageSize) + 1
+	n := pages*e.pageSize + frames*(FrameHeaderSize+64) + pages*EntrySize + HeaderSize + TrailerSize
+	e.out = slices.Grow(e.out, n)
+	e.entries = slices.Grow(e.entries, pages)
+}
+
 // Len returns the number of pages added since the last Finish or Reset.
 func (e *Encoder) Len() int { return len(e.entries) }
 

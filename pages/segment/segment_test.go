@@ -504,3 +504,18 @@ func noFCS(t *testing.T, n int) []byte {
 	}
 	return f
 }
+
+func TestEncoder_Grow(t *testing.T) {
+	pages := mixedPages(40, 4096)
+	plain := segment.NewEncoder(4096)
+	want, _ := mustEncode(t, plain, pages)
+	grown := segment.NewEncoder(4096)
+	grown.Grow(len(pages))
+	got, _ := mustEncode(t, grown, pages)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("Grow changed the segment's bytes")
+	}
+	if c := cap(got); c < len(got) || c > len(pages)*4096*2 {
+		t.Fatalf("cap after Grow = %d for %d bytes of pages", c, len(pages)*4096)
+	}
+}
