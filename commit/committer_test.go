@@ -219,19 +219,7 @@ func TestCommitter_Submit(t *testing.T) {
 // segment and one transaction while each gets its own version.
 func TestCommitter_GroupCommit(t *testing.T) {
 	ctx := context.Background()
-	release := make(chan struct{})
-	var once sync.Once
-	var mu sync.Mutex
-	var segments []string
-	f := newFixture(t, func(c *commit.Committer) {
-		c.Workers = 1
-		c.Hooks.AfterUpload = func(key string) {
-			mu.Lock()
-			segments = append(segments, key)
-			mu.Unlock()
-			once.Do(func() { <-release })
-		}
-	})
+	f, uploads, release := holdFirstGroup(t, 0)
 	vols := []pgschema.Volume{f.volume(t, "g1"), f.volume(t, "g2"), f.volume(t, "g3")}
 	first := make(chan error, 1)
 	go func() {
@@ -239,11 +227,7 @@ func TestCommitter_GroupCommit(t *testing.T) {
 		first <- err
 	}()
 	// Wait until the first group is inside its upload.
-	waitFor(func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(segments) == 1
-	})
+	waitFor(func() bool { return uploads() == 1 })
 	var wg sync.WaitGroup
 	errs := make(chan error, len(vols))
 	// Queue one batch per volume while the first group is held.
@@ -266,7 +250,7 @@ func TestCommitter_GroupCommit(t *testing.T) {
 	}
 	// Release the first group once all three batches wait in the queue.
 	waitFor(func() bool { return f.c.Queued() >= len(vols) })
-	close(release)
+	release()
 	wg.Wait()
 	close(errs)
 	for err := range errs {
@@ -288,10 +272,8 @@ func TestCommitter_GroupCommit(t *testing.T) {
 			}
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(segments) != 2 {
-		t.Fatalf("%d segments uploaded for 13 commits in two groups, want 2", len(segments))
+	if n := uploads(); n != 2 {
+		t.Fatalf("%d segments uploaded for 13 commits in two groups, want 2", n)
 	}
 }
 
@@ -464,20 +446,7 @@ func TestCommitter_GroupDecisions(t *testing.T) {
 // so the three again share one segment.
 func TestCommitter_Linger(t *testing.T) {
 	ctx := context.Background()
-	release := make(chan struct{})
-	var once sync.Once
-	var mu sync.Mutex
-	var segments []string
-	f := newFixture(t, func(c *commit.Committer) {
-		c.Workers = 1
-		c.GroupDelay = time.Hour
-		c.Hooks.AfterUpload = func(key string) {
-			mu.Lock()
-			segments = append(segments, key)
-			mu.Unlock()
-			once.Do(func() { <-release })
-		}
-	})
+	f, uploads, release := holdFirstGroup(t, time.Hour)
 	vols := []pgschema.Volume{f.volume(t, "l1"), f.volume(t, "l2"), f.volume(t, "l3")}
 	submit := func(i int, seq int64, wg *sync.WaitGroup) {
 		wg.Go(func() {
@@ -495,16 +464,12 @@ func TestCommitter_Linger(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	waitFor(func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(segments) == 1
-	})
+	waitFor(func() bool { return uploads() == 1 })
 	for i := range vols {
 		submit(i, 1, &wg)
 	}
 	waitFor(func() bool { return f.c.Queued() >= len(vols) })
-	close(release)
+	release()
 	wg.Wait()
 	// Wave 2: the three arrive one by one; the loop lingers until all are in.
 	for i := range vols {
@@ -512,11 +477,37 @@ func TestCommitter_Linger(t *testing.T) {
 		time.Sleep(5 * time.Millisecond) // spread the arrivals; correctness does not depend on it
 	}
 	wg.Wait()
-	mu.Lock()
-	defer mu.Unlock()
-	if len(segments) != 3 {
-		t.Fatalf("%d segments for a group of one and two groups of three, want 3", len(segments))
+	if n := uploads(); n != 3 {
+		t.Fatalf("%d segments for a group of one and two groups of three, want 3", n)
 	}
+}
+
+// holdFirstGroup returns a fixture with one group-commit loop whose first
+// group stops inside its upload until release is called, so that batches
+// submitted meanwhile queue up; uploads counts the segments uploaded.
+func holdFirstGroup(t *testing.T, delay time.Duration) (f *fixture, uploads func() int, release func()) {
+	held := make(chan struct{})
+	var once, releaseOnce sync.Once
+	var mu sync.Mutex
+	n := 0
+	f = newFixture(t, func(c *commit.Committer) {
+		c.Workers = 1
+		c.GroupDelay = delay
+		c.Hooks.AfterUpload = func(string) {
+			mu.Lock()
+			n++
+			mu.Unlock()
+			once.Do(func() { <-held })
+		}
+	})
+	uploads = func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return n
+	}
+	release = func() { releaseOnce.Do(func() { close(held) }) }
+	t.Cleanup(release)
+	return f, uploads, release
 }
 
 // waitFor polls cond until it holds: for states the test itself brings
