@@ -110,47 +110,64 @@ func BenchmarkPush(b *testing.B) {
 		b.ReportMetric(float64(head)/time.Since(start).Seconds(), "commits/s")
 		lat.report(b)
 	})
-	b.Run("EightClientsOneCommitEach", func(b *testing.B) {
-		// Eight clients on eight volumes, each request one commit: only
-		// group commit lets them share uploads and transactions.
-		const clients = 8
-		c := benchServer(b)
-		for i := range clients {
-			if _, err := c.CreateVolume(ctx, fmt.Sprintf("v%d", i), 0); err != nil {
-				b.Fatal(err)
-			}
+	// Eight clients on eight volumes, each pushing its commits in requests
+	// of perRequest chained commits. With one commit per request only group
+	// commit lets them share uploads and transactions.
+	for _, perRequest := range []int{10, 1} {
+		name := fmt.Sprintf("EightClientsBatchesOf%d", perRequest)
+		if perRequest == 1 {
+			name = "EightClientsOneCommitEach"
 		}
-		var lat latencies
-		var total int64
-		var mu sync.Mutex
-		start := time.Now()
-		per := max(1, b.N/clients)
-		var wg sync.WaitGroup
-		for i := range clients {
-			wg.Go(func() {
-				pool := newBenchPool(uint64(i) + 2)
-				volume := fmt.Sprintf("v%d", i)
-				head := int64(0)
-				for s := 1; s <= per; s++ {
-					req := commit.Request{ClientID: "bench", Seq: int64(s), Base: head, PageSize: pageSize, PageCount: 12, Pages: pool.get(int64(s))}
-					t0 := time.Now()
-					res, err := c.Push(ctx, volume, []commit.Request{req})
-					lat.add(time.Since(t0))
-					if err != nil || res[0].Decision != commit.FastPath {
-						b.Errorf("push: %v %+v", err, res)
-						return
+		b.Run(name, func(b *testing.B) { benchEightClients(b, perRequest) })
+	}
+}
+
+func benchEightClients(b *testing.B, perRequest int) {
+	ctx := context.Background()
+	const clients = 8
+	c := benchServer(b)
+	for i := range clients {
+		if _, err := c.CreateVolume(ctx, fmt.Sprintf("v%d", i), 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var lat latencies
+	var total int64
+	var mu sync.Mutex
+	start := time.Now()
+	requests := max(1, b.N/clients)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Go(func() {
+			pool := newBenchPool(uint64(i) + 2)
+			volume := fmt.Sprintf("v%d", i)
+			head, seq := int64(0), int64(0)
+			for range requests {
+				reqs := make([]commit.Request, perRequest)
+				for j := range reqs {
+					seq++
+					reqs[j] = commit.Request{ClientID: "bench", Seq: seq, Base: head, PageSize: pageSize, PageCount: 12, Pages: pool.get(seq)}
+					if j > 0 {
+						reqs[j].Parent = seq - 1
 					}
-					head = res[0].Version
 				}
-				mu.Lock()
-				total += head
-				mu.Unlock()
-			})
-		}
-		wg.Wait()
-		b.ReportMetric(float64(total)/time.Since(start).Seconds(), "commits/s")
-		lat.report(b)
-	})
+				t0 := time.Now()
+				res, err := c.Push(ctx, volume, reqs)
+				lat.add(time.Since(t0))
+				if err != nil || res[perRequest-1].Decision != commit.FastPath {
+					b.Errorf("push: %v %+v", err, res)
+					return
+				}
+				head = res[perRequest-1].Version
+			}
+			mu.Lock()
+			total += head
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	b.ReportMetric(float64(total)/time.Since(start).Seconds(), "commits/s")
+	lat.report(b)
 }
 
 // BenchmarkFloor measures, in the same run, what one commit costs at the
