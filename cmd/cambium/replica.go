@@ -160,25 +160,42 @@ func bindArgs(args []string) []any {
 	return out
 }
 
-func runExec(ctx context.Context, env *cliEnv, args []string) error {
-	fs := newFlags(env, "exec", execUsage)
+// sqlArgs is a statement from the command line with its bound arguments.
+type sqlArgs struct {
+	sql  string
+	args []any
+}
+
+// openSQLArgs parses FILE SQL [ARG...], opens the replica and a *sql.DB on
+// it. The caller closes both.
+func openSQLArgs(ctx context.Context, fs *flag.FlagSet, args []string, name string) (*replica.Replica, *sql.DB, sqlArgs, error) {
 	pos, err := parse(fs, args)
 	if err != nil {
-		return err
+		return nil, nil, sqlArgs{}, err
 	}
 	if len(pos) < 2 {
-		return errors.New("exec: want FILE and SQL (see cambium exec --help)")
+		return nil, nil, sqlArgs{}, fmt.Errorf("%s: want FILE and SQL (see cambium %s --help)", name, name)
 	}
 	r, err := openReplica(ctx, pos[0])
+	if err != nil {
+		return nil, nil, sqlArgs{}, err
+	}
+	db, err := sql.Open("cambium", r.Path())
+	if err != nil {
+		r.Close(ctx)
+		return nil, nil, sqlArgs{}, err
+	}
+	return r, db, sqlArgs{sql: pos[1], args: bindArgs(pos[2:])}, nil
+}
+
+func runExec(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags(env, "exec", execUsage)
+	r, db, stmt, err := openSQLArgs(ctx, fs, args, "exec")
 	if err != nil {
 		return err
 	}
 	defer r.Close(ctx)
-	db, err := sql.Open("cambium", r.Path())
-	if err != nil {
-		return err
-	}
-	res, err := db.ExecContext(ctx, pos[1], bindArgs(pos[2:])...)
+	res, err := db.ExecContext(ctx, stmt.sql, stmt.args...)
 	db.Close()
 	if err != nil {
 		return err
@@ -195,24 +212,13 @@ func runExec(ctx context.Context, env *cliEnv, args []string) error {
 func runQuery(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags(env, "query", queryUsage)
 	asJSON := fs.Bool("json", false, "")
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) < 2 {
-		return errors.New("query: want FILE and SQL (see cambium query --help)")
-	}
-	r, err := openReplica(ctx, pos[0])
+	r, db, stmt, err := openSQLArgs(ctx, fs, args, "query")
 	if err != nil {
 		return err
 	}
 	defer r.Close(ctx)
-	db, err := sql.Open("cambium", r.Path())
-	if err != nil {
-		return err
-	}
 	defer db.Close()
-	rows, err := db.QueryContext(ctx, pos[1], bindArgs(pos[2:])...)
+	rows, err := db.QueryContext(ctx, stmt.sql, stmt.args...)
 	if err != nil {
 		return err
 	}
