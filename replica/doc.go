@@ -16,6 +16,14 @@
 // path+"-cambium" is the sidecar, a SQLite database in WAL mode (schema in
 // sidecarSchema): metadata, and the pending commits with their pages.
 //
+// While a replica is open, its process holds the sidecar in SQLite's
+// exclusive locking mode (https://www.sqlite.org/pragma.html#pragma_locking_mode),
+// which spares every commit the file-lock system calls: no other process,
+// the sqlite3 shell included, may open the sidecar until Close. Open of a
+// replica that another process has open fails with ErrAlreadyOpen once the
+// sidecar's busy timeout (5 s) runs out. The main file takes no such
+// lock; what the sqlite3 shell sees in it is said below.
+//
 // The main file holds the state as of the last checkpoint, not the latest
 // one: the sqlite3 shell sees that state. Close checkpoints, so after Close
 // the main file is complete.

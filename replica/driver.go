@@ -99,7 +99,8 @@ func (r *Replica) connect() (*conn, error) {
 	r.mu.nextID++
 	tag := strconv.Itoa(r.mu.nextID)
 	r.mu.Unlock()
-	c := &conn{r: r, tag: tag, rng: rand.New(rand.NewPCG(0, 0))}
+	c := &conn{r: r, tag: tag, pcg: rand.NewPCG(0, 0)}
+	c.rng = rand.New(c.pcg)
 	q := url.Values{}
 	q.Set("vfs", r.slot.Name())
 	q.Set(vfs.TagParam, tag)
@@ -109,6 +110,9 @@ func (r *Replica) connect() (*conn, error) {
 	q.Set("_sync", "NORMAL")
 	q.Set("_txlock", "immediate")
 	q.Set("_busy_timeout", "5000")
+	// Cache prepared statements: Exec and Query of a string prepare it anew
+	// otherwise, and a one-row INSERT costs little more than its prepare.
+	q.Set("_stmt_cache_size", "32")
 	d := &sqlite3.SQLiteDriver{ConnectHook: func(sc *sqlite3.SQLiteConn) error {
 		if _, err := sc.Exec(fmt.Sprintf("PRAGMA page_size=%d; PRAGMA temp_store=MEMORY", r.pageSize), nil); err != nil {
 			return err
@@ -151,6 +155,7 @@ type conn struct {
 	r   *Replica
 	tag string
 	sc  *sqlite3.SQLiteConn
+	pcg *rand.PCG // rng's source, reseeded per write transaction
 	rng *rand.Rand
 	rec *Record // the current write transaction's record, nil outside one
 	tx  bool
@@ -198,7 +203,7 @@ func (c *conn) beginWrite(ctx context.Context) error {
 // VFS clock and the random() generator. writeMu must be held.
 func (c *conn) setContextLocked(ctx Context) {
 	c.rec = &Record{Context: ctx}
-	c.rng = rand.New(rand.NewPCG(ctx.Seed, 0))
+	c.pcg.Seed(ctx.Seed, 0) // rng then draws as rand.New(rand.NewPCG(ctx.Seed, 0))
 	c.r.slot.SetTime(ctx.Time)
 }
 

@@ -14,11 +14,15 @@ import (
 // a 4 KiB page stored as a blob of its own takes an overflow page plus a
 // share of a leaf, and each WAL frame costs two write system calls.
 
-// pageSetEncoder encodes page sets, reusing its buffers between calls.
+// pageSetEncoder encodes page sets, and a commit's other blobs, reusing
+// its buffers between calls.
 type pageSetEncoder struct {
 	numbers []uint32
+	nums    []byte
 	raw     []byte
 	packed  []byte
+	readSet []byte
+	record  []byte
 }
 
 // encode returns the two blobs for pages; they are valid until the next call.
@@ -33,7 +37,20 @@ func (e *pageSetEncoder) encode(pages map[uint32][]byte) (numbers, packed []byte
 		e.raw = append(e.raw, pages[pgno]...)
 	}
 	e.packed = s2.Encode(e.packed[:cap(e.packed)], e.raw)
-	return EncodeReadSet(e.numbers), e.packed
+	e.nums = appendReadSet(e.nums[:0], e.numbers)
+	return e.nums, e.packed
+}
+
+// encodeReadSet returns EncodeReadSet(pages), valid until the next call.
+func (e *pageSetEncoder) encodeReadSet(pages []uint32) []byte {
+	e.readSet = appendReadSet(e.readSet[:0], pages)
+	return e.readSet
+}
+
+// encodeRecord returns rec.Encode(), valid until the next call.
+func (e *pageSetEncoder) encodeRecord(rec *Record) []byte {
+	e.record = rec.appendEncode(e.record[:0])
+	return e.record
 }
 
 // decodePageSet is encode's inverse.

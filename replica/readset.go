@@ -8,21 +8,27 @@ import (
 // EncodeReadSet encodes an ascending, duplicate-free list of page numbers as
 // ranges: uvarint range count, then per range uvarint(start − previous end)
 // and uvarint(length − 1). A point lookup's {1, root, leaf} takes ~7 bytes.
-func EncodeReadSet(pages []uint32) []byte {
-	var runs [][2]uint32 // start, length
-	for _, p := range pages {
-		if n := len(runs); n > 0 && runs[n-1][0]+runs[n-1][1] == p {
-			runs[n-1][1]++
-			continue
+func EncodeReadSet(pages []uint32) []byte { return appendReadSet(nil, pages) }
+
+// appendReadSet appends EncodeReadSet's output to b.
+func appendReadSet(b []byte, pages []uint32) []byte {
+	runs := 0
+	for i, p := range pages {
+		if i == 0 || pages[i-1]+1 != p {
+			runs++
 		}
-		runs = append(runs, [2]uint32{p, 1})
 	}
-	b := binary.AppendUvarint(nil, uint64(len(runs)))
+	b = binary.AppendUvarint(b, uint64(runs))
 	end := uint32(0)
-	for _, r := range runs {
-		b = binary.AppendUvarint(b, uint64(r[0]-end))
-		b = binary.AppendUvarint(b, uint64(r[1]-1))
-		end = r[0] + r[1]
+	for i := 0; i < len(pages); {
+		start, n := pages[i], uint32(1)
+		for i+int(n) < len(pages) && pages[i+int(n)] == start+n {
+			n++
+		}
+		b = binary.AppendUvarint(b, uint64(start-end))
+		b = binary.AppendUvarint(b, uint64(n-1))
+		end = start + n
+		i += int(n)
 	}
 	return b
 }

@@ -160,8 +160,12 @@ type Record struct {
 }
 
 // Encode returns r in the version-1 encoding.
-func (r *Record) Encode() []byte {
-	b := append([]byte{}, recordMagic[:]...)
+func (r *Record) Encode() []byte { return r.appendEncode(nil) }
+
+// appendEncode appends Encode's output to b.
+func (r *Record) appendEncode(b []byte) []byte {
+	start := len(b)
+	b = append(b, recordMagic[:]...)
 	b = append(b, RecordVersion)
 	b = binary.AppendVarint(b, r.Context.Time.UnixMilli())
 	b = binary.LittleEndian.AppendUint64(b, r.Context.Seed)
@@ -186,7 +190,7 @@ func (r *Record) Encode() []byte {
 			}
 		}
 	}
-	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, crcTable))
+	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b[start:], crcTable))
 }
 
 func appendString(b []byte, s string) []byte {

@@ -24,7 +24,8 @@ var (
 	ErrPendingCommits = errors.New("replica: local commits are pending")
 	// ErrNotOpen is returned by the cambium driver for a path with no open Replica.
 	ErrNotOpen = errors.New("replica: not open; call replica.Open first")
-	// ErrAlreadyOpen is returned by Open for a path already open in this process.
+	// ErrAlreadyOpen is returned by Open for a path already open in this
+	// process, or whose sidecar another process holds.
 	ErrAlreadyOpen = errors.New("replica: already open")
 	// ErrTooManyReplicas is returned by Open when every VFS slot is taken.
 	ErrTooManyReplicas = errors.New("replica: too many open replicas")
@@ -198,6 +199,14 @@ func Open(ctx context.Context, path string, opts Options) (*Replica, error) {
 	}
 	if opts.CheckpointCommits <= 0 {
 		opts.CheckpointCommits = DefaultCheckpointCommits
+	}
+	// Checked again when the slot is taken; this early check keeps a second
+	// Open from touching the files, whose sidecar the first one locks.
+	slots.Lock()
+	_, taken := slots.open[abs]
+	slots.Unlock()
+	if taken {
+		return nil, fmt.Errorf("open %s: %w", path, ErrAlreadyOpen)
 	}
 	r := &Replica{path: abs, opts: opts, writeMu: make(chan struct{}, 1)}
 	r.mu.conns = make(map[string]*conn)
@@ -386,10 +395,11 @@ func (r *Replica) commit(ctx context.Context, c *vfs.Capture) error {
 }
 
 func (r *Replica) insertPendingLocked(ctx context.Context, seq uint64, c *vfs.Capture, rec *Record) error {
-	numbers, packed := r.state.enc.encode(c.Pages)
-	return r.side.insertPending(pendingRow{
+	e := &r.state.enc
+	numbers, packed := e.encode(c.Pages)
+	return r.side.insertPending(ctx, pendingRow{
 		seq: int64(seq), base: int64(r.state.base), pageCount: int64(c.PageCount), createdAt: time.Now().UnixMilli(),
-		readSet: EncodeReadSet(c.ReadSet), pageNumbers: numbers, record: rec.Encode(), pages: packed,
+		readSet: e.encodeReadSet(c.ReadSet), pageNumbers: numbers, record: e.encodeRecord(rec), pages: packed,
 	})
 }
 

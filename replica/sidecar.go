@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	sqlite3 "github.com/mattn/go-sqlite3"
 )
 
 // sidecarSchema is the redo sidecar at path+"-cambium", a SQLite database
-// in WAL mode that the sqlite3 shell can read.
+// in WAL mode that the sqlite3 shell can read while the replica is closed
+// (the replica holds it in exclusive locking mode while open).
 //
 //	meta           key/value: volume, page_size, client_id, next_seq,
 //	               base_version (server version the replica is based on),
@@ -71,16 +73,29 @@ const (
 	metaSyncedSeq     = "synced_seq"
 )
 
-// sidecar is the open sidecar database: a database/sql pool of one
-// connection for everything but local commits, and a connection of its own
-// for those, with its statements prepared once. A database/sql transaction
-// starts a goroutine (Tx.awaitDone) and costs more than the insert itself.
+// sidecar is the open sidecar database: one SQLite connection, in
+// locking_mode=EXCLUSIVE, behind a database/sql pool of that one connection.
+// Local commits reach it through the pool too (Conn, then Raw), with their
+// statement prepared once: a database/sql transaction starts a goroutine
+// (Tx.awaitDone) and costs more than the insert itself.
+//
+// Exclusive locking mode keeps the file locks for as long as the sidecar
+// is open, so a commit makes no lock system calls, and with WAL entered in
+// that mode the WAL index lives in heap memory (no -shm file,
+// https://www.sqlite.org/wal.html#noshm). Only this connection may then
+// open the sidecar: another process (or a sqlite3 shell) gets
+// SQLITE_BUSY, which Open reports as ErrAlreadyOpen.
 type sidecar struct {
 	db         *sql.DB
 	durability Durability
-	w          *sqlite3.SQLiteConn
+	c          *sqlite3.SQLiteConn
 	insPending *sqlite3.SQLiteStmt
+	args       [8]driver.NamedValue // insPending's arguments, reused
 }
+
+// sidecarBusyTimeout is how long Open waits for a sidecar locked by
+// another process before it gives up; tests shorten it.
+var sidecarBusyTimeout = 5 * time.Second
 
 // openSidecar opens the sidecar in WAL mode. Its synchronous setting is the
 // replica's durability: with NORMAL a commit appends to the WAL without an
@@ -93,39 +108,55 @@ func openSidecar(ctx context.Context, path string, d Durability) (*sidecar, erro
 	if d == DurabilityFull {
 		sync = "FULL"
 	}
-	dsn := "file:" + path + "?_journal_mode=WAL&_sync=" + sync + "&_busy_timeout=5000&_foreign_keys=1"
-	db, err := sql.Open("sqlite3", dsn)
+	dsn := fmt.Sprintf("file:%s?_sync=%s&_busy_timeout=%d&_foreign_keys=1",
+		path, sync, sidecarBusyTimeout.Milliseconds())
+	c, err := (&sqlite3.SQLiteDriver{}).Open(dsn)
 	if err != nil {
-		return nil, err
+		return nil, sidecarOpenErr(path, err)
 	}
-	db.SetMaxOpenConns(1)
-	db.SetMaxIdleConns(1)
-	s := &sidecar{db: db, durability: d}
-	if _, err := db.ExecContext(ctx, sidecarSchema); err != nil {
+	s := &sidecar{durability: d, c: c.(*sqlite3.SQLiteConn)}
+	s.db = sql.OpenDB(sidecarConnector{s})
+	s.db.SetMaxOpenConns(1)
+	s.db.SetMaxIdleConns(1)
+	// Exclusive first, so WAL is entered with the WAL index in heap memory;
+	// the first read takes the file's EXCLUSIVE lock, or fails with BUSY
+	// after the busy timeout while another process holds it.
+	if _, err := s.c.Exec("PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL", nil); err != nil {
+		s.close()
+		return nil, sidecarOpenErr(path, err)
+	}
+	if _, err := s.db.ExecContext(ctx, sidecarSchema); err != nil {
 		s.close()
 		return nil, fmt.Errorf("sidecar schema: %w", err)
 	}
 	// Sidecars written before pages moved into the pending row have a
 	// pending_page table instead; they are not migrated.
 	var n int
-	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM pragma_table_info('pending') WHERE name = 'pages'").Scan(&n); err != nil || n != 1 {
+	if err := s.db.QueryRowContext(ctx, "SELECT count(*) FROM pragma_table_info('pending') WHERE name = 'pages'").Scan(&n); err != nil || n != 1 {
 		s.close()
 		return nil, fmt.Errorf("sidecar %s has an older format (%v): %w", path, err, ErrMismatch)
 	}
-	c, err := (&sqlite3.SQLiteDriver{}).Open(dsn)
-	if err != nil {
-		s.close()
-		return nil, fmt.Errorf("sidecar writer: %w", err)
-	}
-	s.w = c.(*sqlite3.SQLiteConn)
-	st, err := s.w.PrepareContext(ctx, `INSERT INTO pending(seq, base_version, page_count, created_at,
+	st, err := s.c.PrepareContext(ctx, `INSERT INTO pending(seq, base_version, page_count, created_at,
 		read_set, page_numbers, record, pages) VALUES(?,?,?,?,?,?,?,?)`)
 	if err != nil {
 		s.close()
 		return nil, fmt.Errorf("sidecar prepare: %w", err)
 	}
 	s.insPending = st.(*sqlite3.SQLiteStmt)
+	for i := range s.args {
+		s.args[i].Ordinal = i + 1
+	}
 	return s, nil
+}
+
+// sidecarOpenErr reports a failure to open the sidecar; SQLITE_BUSY there
+// means another process holds it, i.e. has the replica open.
+func sidecarOpenErr(path string, err error) error {
+	var se sqlite3.Error
+	if errors.As(err, &se) && se.Code == sqlite3.ErrBusy {
+		return fmt.Errorf("sidecar %s is locked by another process: %w (%w)", path, ErrAlreadyOpen, err)
+	}
+	return fmt.Errorf("sidecar %s: %w", path, err)
 }
 
 func (s *sidecar) close() error {
@@ -133,12 +164,23 @@ func (s *sidecar) close() error {
 	if s.insPending != nil {
 		errs = append(errs, s.insPending.Close())
 	}
-	if s.w != nil {
-		errs = append(errs, s.w.Close())
-	}
-	errs = append(errs, s.db.Close())
+	errs = append(errs, s.db.Close(), s.c.Close())
 	return errors.Join(errs...)
 }
+
+// sidecarConnector hands database/sql the sidecar's one connection, whose
+// Close it ignores: the connection lives as long as the sidecar.
+type sidecarConnector struct{ s *sidecar }
+
+func (k sidecarConnector) Connect(context.Context) (driver.Conn, error) {
+	return sharedConn{k.s.c}, nil
+}
+
+func (k sidecarConnector) Driver() driver.Driver { return &sqlite3.SQLiteDriver{} }
+
+type sharedConn struct{ *sqlite3.SQLiteConn }
+
+func (sharedConn) Close() error { return nil }
 
 // pendingRow is one row of the pending table.
 type pendingRow struct {
@@ -146,12 +188,26 @@ type pendingRow struct {
 	readSet, pageNumbers, record, pages []byte
 }
 
-// insertPending stores one local commit: one autocommit INSERT on the
-// writer connection, which is its own transaction.
-func (s *sidecar) insertPending(row pendingRow) error {
-	_, err := s.insPending.Exec([]driver.Value{row.seq, row.base, row.pageCount, row.createdAt,
-		row.readSet, row.pageNumbers, row.record, row.pages})
-	return err
+// insertPending stores one local commit: one autocommit INSERT, its own
+// transaction. Holding the pool's connection keeps every other sidecar
+// user (a transaction, open rows) off it meanwhile. The caller serializes
+// calls (the replica's state lock): the argument slice is reused.
+func (s *sidecar) insertPending(ctx context.Context, row pendingRow) error {
+	c, err := s.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return c.Raw(func(any) error {
+		a := &s.args
+		a[0].Value, a[1].Value, a[2].Value, a[3].Value = row.seq, row.base, row.pageCount, row.createdAt
+		a[4].Value, a[5].Value, a[6].Value, a[7].Value = row.readSet, row.pageNumbers, row.record, row.pages
+		_, err := s.insPending.ExecContext(context.Background(), a[:])
+		for i := 4; i < len(a); i++ {
+			a[i].Value = nil // do not pin the caller's buffers
+		}
+		return err
+	})
 }
 
 // tx runs fn in a sidecar transaction at the replica's durability.
@@ -176,8 +232,9 @@ func (s *sidecar) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 // none. PRAGMA wal_checkpoint fsyncs the WAL and then the database, but
 // only when it has frames to copy, and PASSIVE (or FULL past its busy
 // timeout) copies only what no reader pins, skipping the WAL fsync when it
-// copies nothing, so with a sqlite3 shell reading the sidecar it would not
-// make it durable. A commit that writes nothing writes no frame and does
+// copies nothing, so with a reader pinning the sidecar it would not make it
+// durable (the exclusive lock keeps other readers out, but the protocol does
+// not rely on that). A commit that writes nothing writes no frame and does
 // not fsync, so fn must write.
 func (s *sidecar) durableTx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
 	if s.durability == DurabilityFull {
@@ -188,15 +245,14 @@ func (s *sidecar) durableTx(ctx context.Context, fn func(tx *sql.Tx) error) (err
 		return err
 	}
 	defer c.Close()
-	// synchronous is per connection; restore it even if fn fails, and drop
-	// the connection if that is impossible, so later commits are not
-	// silently slower.
+	// synchronous is per connection, and local commits share this one:
+	// restore it even if fn fails. Should that fail too, commits stay at
+	// FULL (slower, never less durable) and the error fails the caller.
 	if _, err := c.ExecContext(ctx, "PRAGMA synchronous=FULL"); err != nil {
 		return err
 	}
 	defer func() {
 		if _, rerr := c.ExecContext(context.Background(), "PRAGMA synchronous=NORMAL"); rerr != nil {
-			c.Raw(func(any) error { return driver.ErrBadConn })
 			err = errors.Join(err, fmt.Errorf("restore synchronous: %w", rerr))
 		}
 	}()

@@ -97,10 +97,15 @@ func (f *mainFile) pageLocked(pgno uint32, count uint32) ([]byte, error) {
 		return nil, err
 	}
 	if pgno == 1 {
-		binary.BigEndian.PutUint32(f.scratch[hdrChangeCounter:], f.counter)
-		binary.BigEndian.PutUint32(f.scratch[hdrVersionValid:], f.counter)
+		f.setEpochLocked(f.scratch)
 	}
 	return f.scratch, nil
+}
+
+// setEpochLocked puts the epoch into page 1's two counters.
+func (f *mainFile) setEpochLocked(p1 []byte) {
+	binary.BigEndian.PutUint32(p1[hdrChangeCounter:], f.counter)
+	binary.BigEndian.PutUint32(p1[hdrVersionValid:], f.counter)
 }
 
 // ReadAt serves any byte range (the pager reads whole pages, but also the
@@ -116,6 +121,22 @@ func (f *mainFile) ReadAt(p []byte, off int64) (int, error) {
 		return 0, f.fail(fmt.Errorf("read %s: page count: %w", f.m.name, err), sqlite3vfs.IOErrorRead)
 	}
 	ps := f.pageSize()
+	if int64(len(p)) == ps && off%ps == 0 {
+		// The pager reads whole pages: read into p, not through scratch.
+		pgno := uint32(off/ps) + 1
+		if _, ok := f.dirty[pgno]; !ok && pgno <= count {
+			if err := f.m.src.ReadPage(f.ctx(), pgno, p); err != nil {
+				return 0, f.fail(fmt.Errorf("read %s page %d: %w", f.m.name, pgno, err), sqlite3vfs.IOErrorRead)
+			}
+			if pgno == 1 {
+				f.setEpochLocked(p)
+			}
+			if f.level >= sqlite3vfs.LockShared {
+				f.reads[pgno] = struct{}{}
+			}
+			return len(p), nil
+		}
+	}
 	n := 0
 	for n < len(p) {
 		pos := off + int64(n)
@@ -162,6 +183,9 @@ func (f *mainFile) WriteAt(p []byte, off int64) (int, error) {
 			return 0, f.fail(fmt.Errorf("write %s: header page size %d, source %d: %w",
 				f.m.name, got, ps, ErrPageSize), sqlite3vfs.IOErrorWrite)
 		}
+	}
+	if f.dirty == nil {
+		f.dirty = make(map[uint32][]byte)
 	}
 	f.dirty[pgno] = append([]byte(nil), p...)
 	f.pageCount = max(f.pageCount, pgno)
@@ -262,8 +286,8 @@ func (f *mainFile) commitLocked() error {
 	f.hadPage1 = true
 	f.committed = true
 	f.baseCount = f.pageCount
-	f.dirty = make(map[uint32][]byte)
-	f.reads = make(map[uint32]struct{})
+	f.dirty = nil // handed over; WriteAt makes a new one
+	clear(f.reads)
 	return nil
 }
 
@@ -300,7 +324,7 @@ func (f *mainFile) Lock(want sqlite3vfs.LockType) error {
 		}
 	}
 	if from < sqlite3vfs.LockReserved && got >= sqlite3vfs.LockReserved {
-		f.dirty = make(map[uint32][]byte)
+		f.dirty = nil // WriteAt makes it
 		f.committed = false
 	}
 	return err
@@ -318,7 +342,10 @@ func (f *mainFile) beginLocked() error {
 	f.counter += 2
 	f.hadPage1 = n > 0
 	f.baseCount, f.pageCount = n, n
-	f.reads = make(map[uint32]struct{})
+	if f.reads == nil {
+		f.reads = make(map[uint32]struct{})
+	}
+	clear(f.reads)
 	return nil
 }
 
@@ -346,7 +373,7 @@ func (f *mainFile) Unlock(want sqlite3vfs.LockType) error {
 	f.m.locks.release(f, f.level, want)
 	f.level = want
 	if want == sqlite3vfs.LockNone {
-		f.reads = nil
+		clear(f.reads) // kept for the next transaction
 	}
 	return err
 }

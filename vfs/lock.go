@@ -17,20 +17,30 @@ type lockTable struct {
 	writer  *mainFile     // holder of RESERVED, PENDING or EXCLUSIVE
 	pending bool          // writer holds PENDING: no new SHARED
 	excl    bool          // writer holds EXCLUSIVE
-	changed chan struct{} // closed and replaced at every release
+	changed chan struct{} // made by a waiting Exclusive, closed at the next release
 }
 
 func newLockTable() *lockTable {
-	return &lockTable{mu: make(chan struct{}, 1), changed: make(chan struct{})}
+	return &lockTable{mu: make(chan struct{}, 1)}
 }
 
 func (t *lockTable) lock()   { t.mu <- struct{}{} }
 func (t *lockTable) unlock() { <-t.mu }
 
-// notifyLocked wakes Exclusive waiters.
+// notifyLocked wakes Exclusive waiters, if any.
 func (t *lockTable) notifyLocked() {
-	close(t.changed)
-	t.changed = make(chan struct{})
+	if t.changed != nil {
+		close(t.changed)
+		t.changed = nil
+	}
+}
+
+// changedLocked returns a channel closed at the next release.
+func (t *lockTable) changedLocked() <-chan struct{} {
+	if t.changed == nil {
+		t.changed = make(chan struct{})
+	}
+	return t.changed
 }
 
 // acquire raises f from level cur to want, or returns sqlite3vfs.BusyError
@@ -101,7 +111,7 @@ func (t *lockTable) acquireAll(ctx context.Context) error {
 			t.unlock()
 			return nil
 		}
-		ch := t.changed
+		ch := t.changedLocked()
 		t.unlock()
 		select {
 		case <-ctx.Done():
