@@ -131,6 +131,10 @@ func (d *decoder) uvarint(what string, max uint64) uint64 {
 		d.fail("%s: truncated or overlong varint", what)
 		return 0
 	}
+	if n != uvarintLen(v) {
+		d.fail("%s: non-minimal varint", what)
+		return 0
+	}
 	if v > max {
 		d.fail("%s %d exceeds %d", what, v, max)
 		return 0
@@ -150,6 +154,18 @@ func (d *decoder) bytes(what string, n uint64) []byte {
 	v := d.b[d.off : d.off+int(n)]
 	d.off += int(n)
 	return v
+}
+
+// uvarintLen is the length of v's minimal varint encoding. Decoders refuse
+// longer ones, so every value has one encoding and a body that decodes
+// re-encodes to the same bytes.
+func uvarintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
 }
 
 // DecodePush decodes a push body into requests, each with the checksum the
@@ -339,9 +355,13 @@ func NewPageReader(r io.Reader) (*PageReader, error) {
 }
 
 func (pr *PageReader) uvarint(what string, max uint64) (uint64, error) {
+	start := pr.off
 	v, err := binary.ReadUvarint(byteCounter{pr})
 	if err != nil {
 		return 0, &MalformedError{Offset: pr.off, Reason: what + ": truncated or overlong varint"}
+	}
+	if int(pr.off-start) != uvarintLen(v) {
+		return 0, &MalformedError{Offset: start, Reason: what + ": non-minimal varint"}
 	}
 	if v > max {
 		return 0, &MalformedError{Offset: pr.off, Reason: fmt.Sprintf("%s %d exceeds %d", what, v, max)}
