@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/cambiumdb/cambium/api"
@@ -236,4 +238,44 @@ func isChecksum(err error) bool {
 func isTooLarge(err error) bool {
 	var e *api.RemoteError
 	return errors.As(err, &e) && e.Code == commit.CodeTooLarge && e.Status == http.StatusRequestEntityTooLarge
+}
+
+// TestServer_HealthAndMetrics: /healthz answers, and /metrics reports the
+// commit decisions and HTTP requests the server served.
+func TestServer_HealthAndMetrics(t *testing.T) {
+	ctx := context.Background()
+	_, c := MustServer(t, server.Config{DataDir: t.TempDir()})
+	get := func(path string) string {
+		resp, err := http.Get(c.BaseURL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %d %s", path, resp.StatusCode, b)
+		}
+		return string(b)
+	}
+	if got := get("/healthz"); got != "ok\n" {
+		t.Fatalf("/healthz = %q", got)
+	}
+	if _, err := c.CreateVolume(ctx, "v", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Push(ctx, "v", []commit.Request{commitReq("a", 1, 0, 0, 1, 1), commitReq("b", 1, 0, 0, 1, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	m := get("/metrics")
+	for _, want := range []string{
+		`cambium_commit_decisions_total{decision="fast-path",duplicate="false"} 1`,
+		`cambium_commit_decisions_total{decision="rejected",duplicate="false"} 1`,
+		`cambium_http_requests_total{code="200",route="POST /v1/volumes/{name}/push"} 1`,
+		`cambium_commit_group_commits_count`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 }
