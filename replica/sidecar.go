@@ -212,7 +212,15 @@ func (s *sidecar) insertPending(ctx context.Context, row pendingRow) error {
 
 // tx runs fn in a sidecar transaction at the replica's durability.
 func (s *sidecar) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, nil)
+	return inTx(ctx, s.db, fn)
+}
+
+// inTx runs fn in a transaction begun on b (a pool or one connection),
+// committing when fn returns nil.
+func inTx(ctx context.Context, b interface {
+	BeginTx(context.Context, *sql.TxOptions) (*sql.Tx, error)
+}, fn func(tx *sql.Tx) error) error {
+	tx, err := b.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
@@ -256,15 +264,7 @@ func (s *sidecar) durableTx(ctx context.Context, fn func(tx *sql.Tx) error) (err
 			err = errors.Join(err, fmt.Errorf("restore synchronous: %w", rerr))
 		}
 	}()
-	tx, err := c.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	if err := fn(tx); err != nil {
-		return err
-	}
-	return tx.Commit()
+	return inTx(ctx, c, fn)
 }
 
 type querier interface {
