@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -41,6 +42,11 @@ type Server struct {
 
 	MaxPushBytes int64 // request size limit for push; DefaultMaxPushBytes if 0
 	MaxReadPages int   // pages per read request; DefaultMaxReadPages if 0
+
+	volumes struct {
+		sync.Mutex
+		byName map[string]pgschema.Volume // id and page size only; see pushVolume
+	}
 }
 
 // VolumeInfo is a volume as the API shows it.
@@ -182,9 +188,36 @@ func (s *Server) getVolume(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, volumeInfo(v))
 }
 
+// pushVolume returns the volume a push names, with the only fields the
+// committer reads before it locks the row: id and page size. Both are fixed
+// for a volume's life and volumes are never renamed or deleted, so they are
+// cached per name and a push costs no extra metadata query; the group
+// commit reads the head under the row lock. Whoever adds volume deletion
+// must evict from this cache.
+func (s *Server) pushVolume(ctx context.Context, name string) (pgschema.Volume, error) {
+	s.volumes.Lock()
+	v, ok := s.volumes.byName[name]
+	s.volumes.Unlock()
+	if ok {
+		return v, nil
+	}
+	v, err := s.Meta.Volume(ctx, name)
+	if err != nil {
+		return v, err
+	}
+	v = pgschema.Volume{ID: v.ID, Name: v.Name, PageSize: v.PageSize}
+	s.volumes.Lock()
+	if s.volumes.byName == nil {
+		s.volumes.byName = map[string]pgschema.Volume{}
+	}
+	s.volumes.byName[name] = v
+	s.volumes.Unlock()
+	return v, nil
+}
+
 func (s *Server) push(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	v, err := s.Meta.Volume(ctx, r.PathValue("name"))
+	v, err := s.pushVolume(ctx, r.PathValue("name"))
 	if err != nil {
 		s.fail(w, r, err)
 		return
