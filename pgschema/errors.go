@@ -23,6 +23,9 @@ var (
 	// Tx.LockVolume or Tx.LockVolumes.
 	ErrVolumeNotLocked = errors.New("volume not locked in this transaction")
 
+	// ErrMutatorNotFound means the volume has no mutator of that name.
+	ErrMutatorNotFound = errors.New("mutator not found")
+
 	// ErrDuplicateCommit means the commit's idempotency key
 	// (volume, client id, client sequence) is already stored.
 	ErrDuplicateCommit = errors.New("duplicate commit")

@@ -69,6 +69,30 @@ type Metastore interface {
 	// the index only, never page bytes.
 	ChangedPages(ctx context.Context, volume, from, to int64) ([]PageRef, error)
 
+	// Configure changes a volume's conflict settings (policy, DDL on
+	// replay) and returns the volume as changed. The change applies to
+	// every commit decided after it. A bad policy is an *InvalidError;
+	// a missing volume ErrVolumeNotFound.
+	Configure(ctx context.Context, volume int64, s Settings) (Volume, error)
+
+	// SetMutator stores the SQL-defined mutator name of volume, replacing
+	// one of that name; empty sql deletes it (deleting a missing one is no
+	// error). A bad name or sql is an *InvalidError; a missing volume
+	// ErrVolumeNotFound.
+	SetMutator(ctx context.Context, volume int64, name, sql string) error
+
+	// Mutator returns volume's mutator name, or ErrMutatorNotFound.
+	Mutator(ctx context.Context, volume int64, name string) (Mutator, error)
+
+	// Mutators returns volume's mutators, ordered by name.
+	Mutators(ctx context.Context, volume int64) ([]Mutator, error)
+
+	// ClientCommits returns the stored commits of volume by clientID whose
+	// sequence numbers are in [fromSeq, toSeq], in sequence order, without
+	// their records: what a client that lost a push's response needs to
+	// learn what became of its commits.
+	ClientCommits(ctx context.Context, volume int64, clientID string, fromSeq, toSeq int64) ([]Commit, error)
+
 	// Close releases the metastore's connections.
 	Close() error
 }
@@ -146,12 +170,37 @@ type Volume struct {
 	Head      int64  // latest version; 0 is the empty database
 	PageCount uint32 // database size in pages at Head
 	Policy    string // conflict policy; DefaultPolicy unless changed
+	AllowDDL  bool   // replayed records may change the schema
 	CreatedAt time.Time
 }
 
-// DefaultPolicy is the conflict policy of a new volume (DESIGN.md, the commit
-// protocol): fast-path, merged, or replayed.
-const DefaultPolicy = "replay"
+// Conflict policies (DESIGN.md, the commit protocol): what the server may do
+// with a commit whose base is stale.
+const (
+	PolicyReplay  = "replay"   // merge when nothing it touched changed, else replay its record
+	PolicyStrict  = "strict"   // fast-path only: stale commits are rejected, as Graft does
+	PolicyNoMerge = "no-merge" // never merge: stale commits are replayed
+)
+
+// DefaultPolicy is the conflict policy of a new volume: fast-path, merged,
+// or replayed.
+const DefaultPolicy = PolicyReplay
+
+// Settings are a volume's conflict settings, changed with Configure.
+type Settings struct {
+	Policy   string // PolicyReplay, PolicyStrict or PolicyNoMerge
+	AllowDDL bool   // replayed records may change the schema (CREATE, DROP, ALTER)
+}
+
+// Mutator is a named mutation defined in SQL for one volume: statements
+// separated by ';' with :name parameters bound from the mutation's JSON
+// arguments. Client and server run the same definition.
+type Mutator struct {
+	Volume    int64
+	Name      string
+	SQL       string
+	UpdatedAt time.Time
+}
 
 // Decision says how a stored commit became a version (DESIGN.md). Rejected
 // commits store nothing, so they have no Decision here.

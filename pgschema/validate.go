@@ -20,6 +20,41 @@ func ValidateVolumeName(name string) error {
 	return nil
 }
 
+// ValidatePolicy accepts the conflict policies.
+func ValidatePolicy(policy string) error {
+	switch policy {
+	case PolicyReplay, PolicyStrict, PolicyNoMerge:
+		return nil
+	}
+	return &InvalidError{Field: "policy", Reason: fmt.Sprintf("%q: want %s, %s or %s", policy, PolicyReplay, PolicyStrict, PolicyNoMerge)}
+}
+
+// MaxMutatorNameLen and MaxMutatorSQLLen bound a mutator's definition.
+const (
+	MaxMutatorNameLen = 64
+	MaxMutatorSQLLen  = 64 << 10
+)
+
+var mutatorNameRE = regexp.MustCompile(`^[a-z][a-z0-9_.-]*$`)
+
+// ValidateMutatorName accepts 1 to MaxMutatorNameLen of [a-z0-9_.-],
+// starting with a letter.
+func ValidateMutatorName(name string) error {
+	if len(name) == 0 || len(name) > MaxMutatorNameLen || !mutatorNameRE.MatchString(name) {
+		return &InvalidError{Field: "mutator name", Reason: fmt.Sprintf("%q: want 1-%d of [a-z0-9_.-], starting with a letter", name, MaxMutatorNameLen)}
+	}
+	return nil
+}
+
+// ValidateMutatorSQL bounds a mutator's SQL; whether it runs is the replay
+// engine's to say.
+func ValidateMutatorSQL(sql string) error {
+	if len(sql) > MaxMutatorSQLLen {
+		return &InvalidError{Field: "mutator sql", Reason: fmt.Sprintf("%d bytes, at most %d", len(sql), MaxMutatorSQLLen)}
+	}
+	return nil
+}
+
 // ValidatePageSize accepts the page sizes SQLite supports: powers of two from
 // 512 to 65536.
 func ValidatePageSize(size int) error {

@@ -58,6 +58,9 @@ func Run(t *testing.T, open func(t *testing.T) pgschema.Metastore) {
 		{"Pages/Model", testPagesModel},
 		{"Pages/Empty", testPagesEmpty},
 		{"Volumes/Isolated", testVolumesIsolated},
+		{"Configure", testConfigure},
+		{"Mutators", testMutators},
+		{"ClientCommits", testClientCommits},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -234,7 +237,7 @@ func mustNothingAt(t testing.TB, ms pgschema.Metastore, vol, version int64, clie
 
 func sameVolume(a, b pgschema.Volume) bool {
 	return a.ID == b.ID && a.Name == b.Name && a.PageSize == b.PageSize && a.Head == b.Head &&
-		a.PageCount == b.PageCount && a.Policy == b.Policy && a.CreatedAt.Equal(b.CreatedAt)
+		a.PageCount == b.PageCount && a.Policy == b.Policy && a.AllowDDL == b.AllowDDL && a.CreatedAt.Equal(b.CreatedAt)
 }
 
 func mustInvalid(t testing.TB, err error, what string) {

@@ -103,12 +103,12 @@ type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-const volumeColumns = `id, name, page_size, head, page_count, policy, created_at`
+const volumeColumns = `id, name, page_size, head, page_count, policy, allow_ddl, created_at`
 
 func scanVolume(row pgx.Row) (pgschema.Volume, error) {
 	var v pgschema.Volume
 	var pageCount int64
-	err := row.Scan(&v.ID, &v.Name, &v.PageSize, &v.Head, &pageCount, &v.Policy, &v.CreatedAt)
+	err := row.Scan(&v.ID, &v.Name, &v.PageSize, &v.Head, &pageCount, &v.Policy, &v.AllowDDL, &v.CreatedAt)
 	v.PageCount = uint32(pageCount)
 	return v, err
 }
@@ -348,4 +348,9 @@ func changedPages(ctx context.Context, q querier, volume, from, to int64) ([]pgs
 func isUniqueViolation(err error, constraint string) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == constraint
+}
+
+func isForeignKeyViolation(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23503"
 }

@@ -10,7 +10,7 @@ import (
 	"github.com/cambiumdb/cambium/pgschema"
 )
 
-const selectVolume = `SELECT id, name, page_size, head, page_count, policy, created_at FROM volumes`
+const selectVolume = `SELECT id, name, page_size, head, page_count, policy, allow_ddl, created_at FROM volumes`
 
 // rowScanner is what *sql.Row and *sql.Rows have in common.
 type rowScanner interface {
@@ -22,7 +22,7 @@ func scanVolume(row rowScanner) (pgschema.Volume, error) {
 		v       pgschema.Volume
 		created int64
 	)
-	if err := row.Scan(&v.ID, &v.Name, &v.PageSize, &v.Head, &v.PageCount, &v.Policy, &created); err != nil {
+	if err := row.Scan(&v.ID, &v.Name, &v.PageSize, &v.Head, &v.PageCount, &v.Policy, &v.AllowDDL, &created); err != nil {
 		return pgschema.Volume{}, err
 	}
 	v.CreatedAt = fromMicros(created)
@@ -40,7 +40,7 @@ func (s *Store) CreateVolume(ctx context.Context, name string, pageSize int) (pg
 	}
 	row := s.w.QueryRowContext(ctx, `INSERT INTO volumes (name, page_size, head, page_count, policy, created_at)
 		VALUES (?, ?, 0, 0, ?, ?)
-		RETURNING id, name, page_size, head, page_count, policy, created_at`,
+		RETURNING id, name, page_size, head, page_count, policy, allow_ddl, created_at`,
 		name, pageSize, pgschema.DefaultPolicy, toMicros(time.Now()))
 	v, err := scanVolume(row)
 	if isUnique(err) {
