@@ -78,6 +78,9 @@ func (c *Client) doJSON(ctx context.Context, method, path string, in, out any) e
 		return err
 	}
 	defer resp.Body.Close()
+	if out == nil {
+		return nil
+	}
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
 		return &MalformedError{Reason: "response: " + err.Error()}
 	}

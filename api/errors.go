@@ -22,6 +22,7 @@ type Error struct {
 	Reason  string `json:"reason,omitempty"`
 	Got     uint32 `json:"got,omitempty"`
 	Want    uint32 `json:"want,omitempty"`
+	Kind    string `json:"kind,omitempty"`
 }
 
 // errorBody maps a typed error to its wire form and HTTP status.
@@ -35,6 +36,9 @@ func errorBody(err error) (int, Error) {
 		parent   *commit.ParentMissingError
 		bad      *pgschema.InvalidError
 		tooLarge *http.MaxBytesError
+		replay   *commit.ReplayError
+		conflict *commit.ConflictError
+		resolver *commit.ResolverError
 	)
 	switch {
 	case errors.As(err, &stale):
@@ -52,6 +56,18 @@ func errorBody(err error) (int, Error) {
 	case errors.As(err, &parent):
 		e.Code, e.Seq, e.Parent = commit.CodeParentMissing, parent.Seq, parent.Parent
 		return http.StatusConflict, e
+	case errors.As(err, &replay):
+		e.Code, e.Seq, e.Kind, e.Reason = commit.CodeReplayRejected, replay.Seq, replay.Kind, replay.Reason
+		return http.StatusConflict, e
+	case errors.As(err, &conflict):
+		e.Code, e.Seq, e.Base, e.Head, e.Reason = commit.CodeConflict, conflict.Seq, conflict.Base, conflict.Head, conflict.Reason
+		return http.StatusConflict, e
+	case errors.As(err, &resolver):
+		e.Code, e.Seq, e.Reason = commit.CodeResolver, resolver.Seq, resolver.Reason
+		return http.StatusConflict, e
+	case errors.Is(err, pgschema.ErrMutatorNotFound):
+		e.Code = commit.CodeUnknownMutator
+		return http.StatusNotFound, e
 	case errors.Is(err, ErrMalformed):
 		e.Code = CodeMalformed
 		return http.StatusBadRequest, e
@@ -104,6 +120,14 @@ func (e Error) Err(status int) error {
 		return &commit.ChecksumError{Seq: e.Seq, Got: e.Got, Want: e.Want}
 	case commit.CodeParentMissing:
 		return &commit.ParentMissingError{Seq: e.Seq, Parent: e.Parent}
+	case commit.CodeReplayRejected:
+		return &commit.ReplayError{Seq: e.Seq, Kind: e.Kind, Reason: e.Reason}
+	case commit.CodeConflict:
+		return &commit.ConflictError{Seq: e.Seq, Base: e.Base, Head: e.Head, Reason: e.Reason}
+	case commit.CodeResolver:
+		return &commit.ResolverError{Seq: e.Seq, Reason: e.Reason}
+	case commit.CodeUnknownMutator:
+		return fmt.Errorf("%w: %s", pgschema.ErrMutatorNotFound, e.Message)
 	case CodeMalformed:
 		return &MalformedError{Reason: "server: " + e.Message}
 	case commit.CodeUnknownVolume:

@@ -56,11 +56,12 @@ type VolumeInfo struct {
 	Head      int64     `json:"head"`
 	PageCount uint32    `json:"page_count"`
 	Policy    string    `json:"policy"`
+	AllowDDL  bool      `json:"allow_ddl"`
 	CreatedAt time.Time `json:"created_at"`
 }
 
 func volumeInfo(v pgschema.Volume) VolumeInfo {
-	return VolumeInfo{Name: v.Name, PageSize: v.PageSize, Head: v.Head, PageCount: v.PageCount, Policy: v.Policy, CreatedAt: v.CreatedAt}
+	return VolumeInfo{Name: v.Name, PageSize: v.PageSize, Head: v.Head, PageCount: v.PageCount, Policy: v.Policy, AllowDDL: v.AllowDDL, CreatedAt: v.CreatedAt}
 }
 
 // CreateVolumeRequest is the body of POST /v1/volumes.
@@ -102,6 +103,11 @@ const DefaultPageSize = 4096
 //	POST /v1/volumes/{name}/push        push commits (push body) → PushResponse
 //	GET  /v1/volumes/{name}/pull?from=V pages changed in (V, head] (page stream)
 //	POST /v1/volumes/{name}/pages       read pages at a version (page stream)
+//	PUT  /v1/volumes/{name}/settings    conflict policy and DDL on replay (Settings) → VolumeInfo
+//	GET  /v1/volumes/{name}/mutators    the volume's SQL mutators → []MutatorInfo
+//	PUT  /v1/volumes/{name}/mutators/{mutator}    define or replace one (MutatorInfo, sql only)
+//	DELETE /v1/volumes/{name}/mutators/{mutator}  remove one
+//	GET  /v1/volumes/{name}/commits?client=ID&from_seq=A&to_seq=B  a client's stored decisions → []PushResult
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
@@ -111,6 +117,11 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/volumes/{name}/push", s.push)
 	mux.HandleFunc("GET /v1/volumes/{name}/pull", s.pull)
 	mux.HandleFunc("POST /v1/volumes/{name}/pages", s.readPages)
+	mux.HandleFunc("PUT /v1/volumes/{name}/settings", s.configure)
+	mux.HandleFunc("GET /v1/volumes/{name}/mutators", s.listMutators)
+	mux.HandleFunc("PUT /v1/volumes/{name}/mutators/{mutator}", s.setMutator)
+	mux.HandleFunc("DELETE /v1/volumes/{name}/mutators/{mutator}", s.deleteMutator)
+	mux.HandleFunc("GET /v1/volumes/{name}/commits", s.clientCommits)
 	return mux
 }
 

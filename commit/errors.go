@@ -22,6 +22,10 @@ const (
 	CodeInternal       = "internal"
 	CodeUnauthorized   = "unauthorized"
 	CodeNotImplemented = "not_implemented"
+	CodeReplayRejected = "replay_rejected"
+	CodeConflict       = "conflict"
+	CodeResolver       = "resolver_rejected"
+	CodeUnknownMutator = "unknown_mutator"
 )
 
 var (
@@ -85,3 +89,41 @@ type ParentMissingError struct {
 func (e *ParentMissingError) Error() string {
 	return fmt.Sprintf("parent commit %d is not stored (rejected or never sent)", e.Parent)
 }
+
+// ReplayError rejects a stale commit whose logical record failed on head:
+// a constraint, the sandbox, a time or size bound, SQL that does not run,
+// or a mutation's own check. Kind is the replay engine's stable code
+// (constraint, sandbox, timeout, too_big, sql, mutation, unknown_mutation,
+// record). Nothing was stored; the client drops the transaction.
+type ReplayError struct {
+	Seq    int64
+	Kind   string
+	Reason string
+}
+
+func (e *ReplayError) Error() string {
+	return fmt.Sprintf("replay on head rejected (%s): %s", e.Kind, e.Reason)
+}
+
+// ConflictError rejects a stale commit that conflicts with what changed
+// since its base and cannot be replayed: it has no logical record, or the
+// volume's policy does not let the server replay it.
+type ConflictError struct {
+	Seq    int64
+	Base   int64
+	Head   int64
+	Reason string // what conflicted
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("conflict with versions %d..%d: %s", e.Base+1, e.Head, e.Reason)
+}
+
+// ResolverError rejects a commit because the embedding application's
+// resolver hook said no.
+type ResolverError struct {
+	Seq    int64
+	Reason string
+}
+
+func (e *ResolverError) Error() string { return "rejected by the application: " + e.Reason }
