@@ -26,6 +26,8 @@ Usage:
 Commands:
   volume create NAME    create a volume on the server
   volume list           list the server's volumes
+  volume set-policy NAME POLICY   replay (default), strict or no-merge
+  mutator set VOLUME NAME SQL     define a named mutation (also: list, delete)
   clone NAME FILE       make FILE a local replica of volume NAME
   exec FILE SQL [ARG]   run one write transaction on a replica
   query FILE SQL [ARG]  print the rows of a query on a replica
@@ -54,7 +56,7 @@ type cliEnv struct {
 }
 
 func commands() []command {
-	return append([]command{volumeCommand(), demoCommand()}, replicaCommands()...)
+	return append([]command{volumeCommand(), mutatorCommand(), demoCommand()}, replicaCommands()...)
 }
 
 func main() {

@@ -61,6 +61,14 @@ func TestCLI_Workflow(t *testing.T) {
 	a, b := filepath.Join(dir, "a.db"), filepath.Join(dir, "b.db")
 
 	mustCLI(t, "volume", "create", "notes", s)
+	// Strict: a stale commit is rejected and the user resets and redoes it
+	// (the hybrid policies are TestCLI_Hybrid's).
+	if out := mustCLI(t, "volume", "set-policy", "notes", "strict", s); !strings.Contains(out, "policy strict") {
+		t.Fatalf("volume set-policy:\n%s", out)
+	}
+	if _, err := cli(t, "volume", "set-policy", "notes", "yolo", s); err == nil || !strings.Contains(err.Error(), "replay, strict or no-merge") {
+		t.Fatalf("set-policy yolo: err %v, want the valid policies named", err)
+	}
 	if out := mustCLI(t, "volume", "list", "--json", s); !strings.Contains(out, `"name": "notes"`) {
 		t.Fatalf("volume list --json:\n%s", out)
 	}
@@ -109,6 +117,33 @@ func TestCLI_Workflow(t *testing.T) {
 	}
 	if _, err := cli(t, "exec", filepath.Join(dir, "missing.db"), "SELECT 1"); err == nil || !strings.Contains(err.Error(), "cambium clone") {
 		t.Fatalf("exec on a non-replica: %v, want advice to clone", err)
+	}
+}
+
+func TestCLI_Mutator(t *testing.T) {
+	ctx := context.Background()
+	srv, err := server.Open(ctx, server.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	defer func() { ts.Close(); srv.Close(ctx) }()
+	s := "--server=" + ts.URL
+	mustCLI(t, "volume", "create", "bank", s)
+	mustCLI(t, "mutator", "set", "bank", "deposit", "UPDATE a SET n = n + :amount\n  WHERE id = :id", s)
+	if out := mustCLI(t, "mutator", "list", "bank", s); !strings.Contains(out, "deposit") || !strings.Contains(out, "UPDATE a SET n = n + :amount WHERE id = :id") {
+		t.Fatalf("mutator list:\n%s", out)
+	}
+	var ms []map[string]any
+	if err := json.Unmarshal([]byte(mustCLI(t, "mutator", "list", "bank", "--json", s)), &ms); err != nil || len(ms) != 1 || ms[0]["name"] != "deposit" {
+		t.Fatalf("mutator list --json: %v %v", ms, err)
+	}
+	mustCLI(t, "mutator", "delete", "bank", "deposit", s)
+	if out := mustCLI(t, "mutator", "list", "bank", s); strings.Contains(out, "deposit") {
+		t.Fatalf("mutator list after delete:\n%s", out)
+	}
+	if _, err := cli(t, "mutator", "set", "bank", "Bad Name", "SELECT 1", s); err == nil || !strings.Contains(err.Error(), "mutator name") {
+		t.Fatalf("mutator set with a bad name: %v", err)
 	}
 }
 

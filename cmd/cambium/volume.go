@@ -4,22 +4,36 @@ import (
 	"context"
 	"fmt"
 	"text/tabwriter"
+
+	"github.com/cambiumdb/cambium/api"
 )
 
 const volumeUsage = `Usage:
   cambium volume create NAME [--page-size N] [--json] [--server URL]
   cambium volume list [--json] [--server URL]
+  cambium volume set-policy NAME POLICY [--allow-ddl] [--json] [--server URL]
 
-Creates or lists volumes: replicated SQLite databases on the server.
+Creates or lists volumes (replicated SQLite databases on the server), or
+sets what the server does with a commit whose base is stale:
+
+  replay    (default) merge it when nothing it read or wrote changed since
+            its base, else replay its logical record on head
+  strict    reject it: the client pulls and redoes it (what Graft does)
+  no-merge  never merge: replay every stale commit
+
+The policy applies to every commit decided after the change.
 
 Flags:
   --page-size N   page size of a new volume (default 4096); fixed for its life
+  --allow-ddl     set-policy: let replayed records change the schema
+                  (CREATE/DROP/ALTER); without it such a replay is rejected
   --json          print JSON for scripts
   --server URL    the server (default $CAMBIUM_URL or http://127.0.0.1:7070)
 
 Example:
   cambium volume create notes
   cambium volume list --json
+  cambium volume set-policy notes strict
 `
 
 func volumeCommand() command {
@@ -31,12 +45,13 @@ func runVolume(ctx context.Context, env *cliEnv, args []string) error {
 	server := serverFlag(fs)
 	asJSON := fs.Bool("json", false, "")
 	pageSize := fs.Int("page-size", 0, "")
+	allowDDL := fs.Bool("allow-ddl", false, "")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) == 0 {
-		return fmt.Errorf("volume: want a subcommand, create or list (see cambium volume --help)")
+		return fmt.Errorf("volume: want a subcommand, create, list or set-policy (see cambium volume --help)")
 	}
 	c := client(*server)
 	switch pos[0] {
@@ -70,6 +85,23 @@ func runVolume(ctx context.Context, env *cliEnv, args []string) error {
 			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\n", v.Name, v.Head, v.PageCount, v.PageSize, v.Policy)
 		}
 		return tw.Flush()
+	case "set-policy":
+		if len(pos) != 3 {
+			return fmt.Errorf("volume set-policy: want NAME and POLICY (see cambium volume --help)")
+		}
+		v, err := c.Configure(ctx, pos[1], api.Settings{Policy: pos[2], AllowDDL: *allowDDL})
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(env.stdout, v)
+		}
+		ddl := "denied"
+		if v.AllowDDL {
+			ddl = "allowed"
+		}
+		fmt.Fprintf(env.stdout, "volume %s: policy %s, DDL on replay %s\n", v.Name, v.Policy, ddl)
+		return nil
 	}
-	return fmt.Errorf("volume: unknown subcommand %q, want create or list", pos[0])
+	return fmt.Errorf("volume: unknown subcommand %q, want create, list or set-policy", pos[0])
 }
