@@ -11,6 +11,7 @@ require (
 	github.com/minio/minio-go/v7 v7.4.1
 	github.com/prometheus/client_golang v1.25.0
 	github.com/psanford/sqlite3vfs v0.0.0-20260519004904-f9180fa2acc9
+	github.com/sourcegraph/conc v0.3.0
 	go.uber.org/zap v1.28.0
 	golang.org/x/sync v0.25.0
 )

@@ -66,3 +66,44 @@ func DecodeReadSet(b []byte) ([]uint32, error) {
 	}
 	return out, nil
 }
+
+// decoder reads uvarints from b, recording the first error and returning
+// zero values after it (the record decoder's twin, in package replay).
+type decoder struct {
+	b   []byte
+	off int
+	err *DecodeError
+}
+
+func (d *decoder) fail(reason string) {
+	if d.err == nil {
+		d.err = &DecodeError{Offset: d.off, Reason: reason}
+	}
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b[d.off:])
+	if n <= 0 {
+		d.fail("bad uvarint")
+		return 0
+	}
+	d.off += n
+	return v
+}
+
+// count reads an element count and rejects one that the remaining bytes
+// cannot hold (each element takes at least min bytes).
+func (d *decoder) count(min int) int {
+	n := d.uvarint()
+	if d.err != nil {
+		return 0
+	}
+	if n > uint64((len(d.b)-d.off)/min) {
+		d.fail("count past the end")
+		return 0
+	}
+	return int(n)
+}

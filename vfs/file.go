@@ -187,6 +187,11 @@ func (f *mainFile) WriteAt(p []byte, off int64) (int, error) {
 	if f.dirty == nil {
 		f.dirty = make(map[uint32][]byte)
 	}
+	if _, ok := f.dirty[pgno]; !ok {
+		if lim := f.m.maxDirty.Load(); lim > 0 && int64(len(f.dirty)) >= lim {
+			return 0, f.fail(&LimitError{Name: f.m.name, What: "dirty pages", Limit: lim}, sqlite3vfs.IOErrorWrite)
+		}
+	}
 	f.dirty[pgno] = append([]byte(nil), p...)
 	f.pageCount = max(f.pageCount, pgno)
 	return len(p), nil

@@ -9,15 +9,23 @@ import (
 
 // scratchFile is an in-memory file for SQLite's temporary files (TEMP
 // databases, VACUUM's transient database, sorter spill, statement
-// journals). It is private to one connection and gone on close.
+// journals). It is private to one connection and gone on close. Its size
+// counts against v's scratch limit.
 type scratchFile struct {
+	v    *VFS
 	mu   sync.Mutex
 	data []byte
 }
 
 var _ sqlite3vfs.File = (*scratchFile)(nil)
 
-func (s *scratchFile) Close() error { return nil }
+func (s *scratchFile) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.v.reserveScratch(-int64(len(s.data)))
+	s.data = nil
+	return nil
+}
 
 func (s *scratchFile) ReadAt(p []byte, off int64) (int, error) {
 	s.mu.Lock()
@@ -38,6 +46,9 @@ func (s *scratchFile) WriteAt(p []byte, off int64) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if end := off + int64(len(p)); end > int64(len(s.data)) {
+		if !s.v.reserveScratch(end - int64(len(s.data))) {
+			return 0, sqlite3vfs.IOErrorWrite
+		}
 		if end > int64(cap(s.data)) {
 			grown := make([]byte, end, max(end, 2*int64(cap(s.data))))
 			copy(grown, s.data)
@@ -53,6 +64,7 @@ func (s *scratchFile) Truncate(size int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if size < int64(len(s.data)) {
+		s.v.reserveScratch(size - int64(len(s.data)))
 		s.data = s.data[:size]
 	}
 	return nil

@@ -42,7 +42,30 @@ var (
 	ErrHeaderSize = errors.New("vfs: header database size exceeds the file")
 	// ErrUnlocked is recorded for a write or truncate without a RESERVED lock.
 	ErrUnlocked = errors.New("vfs: write without a reserved lock")
+	// ErrLimit is wrapped by LimitError.
+	ErrLimit = errors.New("vfs: memory limit reached")
 )
+
+// LimitError reports a write refused by a memory limit: a transaction
+// holding more dirty pages than SetDirtyLimit allows (recorded for
+// LastError), or scratch files growing past SetScratchLimit (recorded for
+// ScratchError, since they belong to no mount). SQLite sees an I/O error
+// and rolls the statement or transaction back.
+type LimitError struct {
+	Name  string // the mount's name; "" for scratch files
+	What  string // "dirty pages" or "scratch bytes"
+	Limit int64
+}
+
+func (e *LimitError) Error() string {
+	if e.Name == "" {
+		return fmt.Sprintf("vfs: more than %d %s", e.Limit, e.What)
+	}
+	return fmt.Sprintf("vfs: %s: more than %d %s", e.Name, e.Limit, e.What)
+}
+
+// Unwrap returns ErrLimit.
+func (e *LimitError) Unwrap() error { return ErrLimit }
 
 // CommitError wraps the error a CommitFunc returned; it is what
 // (*VFS).LastError reports after a COMMIT failed for that reason.
@@ -100,6 +123,11 @@ type VFS struct {
 	name string
 	// nowMS is the fixed clock in Unix milliseconds, or liveClock.
 	nowMS atomic.Int64
+	// scratchLimit bounds scratchUsed, the bytes held by the scratch files
+	// opened through this name; 0 is no bound.
+	scratchLimit atomic.Int64
+	scratchUsed  atomic.Int64
+	scratchErr   atomic.Pointer[LimitError]
 
 	mu struct {
 		sync.Mutex
@@ -160,6 +188,53 @@ func (v *VFS) Now() time.Time {
 		return time.Now()
 	}
 	return time.UnixMilli(ms)
+}
+
+// SetDirtyLimit bounds the pages one write transaction on the mounted
+// database name may hold in memory until its commit (0: no bound). A write
+// past it fails and records a *LimitError. The server's replay sets it; a
+// replica does not.
+func (v *VFS) SetDirtyLimit(name string, pages int) error {
+	m := v.lookup(name)
+	if m == nil {
+		return fmt.Errorf("dirty limit %q: %w", name, ErrNotMounted)
+	}
+	m.maxDirty.Store(int64(pages))
+	return nil
+}
+
+// SetScratchLimit bounds the bytes that all of SQLite's scratch files
+// opened through this VFS name (temp tables, sorter spill, transient
+// indexes, statement journals) hold together (0: no bound). A write past
+// it fails, and ScratchError reports it. It clears ScratchError.
+func (v *VFS) SetScratchLimit(bytes int64) {
+	v.scratchLimit.Store(bytes)
+	v.scratchErr.Store(nil)
+}
+
+// ScratchError returns the *LimitError of the last scratch write refused
+// since SetScratchLimit, or nil.
+func (v *VFS) ScratchError() error {
+	if e := v.scratchErr.Load(); e != nil {
+		return e
+	}
+	return nil
+}
+
+// reserveScratch accounts for n more scratch bytes (n < 0 releases),
+// refusing growth past the limit.
+func (v *VFS) reserveScratch(n int64) bool {
+	if n <= 0 {
+		v.scratchUsed.Add(n)
+		return true
+	}
+	limit := v.scratchLimit.Load()
+	if used := v.scratchUsed.Add(n); limit > 0 && used > limit {
+		v.scratchUsed.Add(-n)
+		v.scratchErr.Store(&LimitError{What: "scratch bytes", Limit: limit})
+		return false
+	}
+	return true
 }
 
 // Mount makes name (the path SQLite is given, after xFullPathname, which
@@ -227,6 +302,8 @@ type mount struct {
 	src    PageSource
 	commit CommitFunc
 	locks  *lockTable
+	// maxDirty bounds a write transaction's dirty pages; 0 is no bound.
+	maxDirty atomic.Int64
 }
 
 // binding adapts VFS to sqlite3vfs.ExtendedVFSv1.
@@ -257,7 +334,7 @@ func (b *binding) OpenURI(name string, params map[string]string, flags sqlite3vf
 	default:
 		// TEMP databases, VACUUM's transient database, sorter spill files
 		// and statement journals: private scratch space, never replicated.
-		return &scratchFile{}, flags, nil
+		return &scratchFile{v: b.v}, flags, nil
 	}
 }
 

@@ -1,16 +1,21 @@
-package replica
+package replay
 
-// Logical record encoding, version 1. All integers are unsigned LEB128
+// Logical record encoding, version 2. All integers are unsigned LEB128
 // varints (uvarint) unless said otherwise; strings and byte strings are a
 // uvarint length followed by the bytes.
 //
-//	record  = magic "CR" | version 0x01 | context | uvarint n | n × statement | crc32c
-//	context = varint unix_ms (zigzag) | seed (8 bytes, little endian) | string tz
+//	record    = magic "CR" | version 0x02 | context | body | crc32c
+//	context   = varint unix_ms (zigzag) | seed (8 bytes, little endian) | string tz
+//	body      = 0x01 (SQL)      | uvarint n | n × statement
+//	          | 0x02 (mutation) | string name | bytes args (JSON)
 //	statement = string sql | uvarint n | n × arg
-//	arg     = string name ("" for positional) | kind byte | payload
-//	payload = null: nothing | int: varint (zigzag) | float: 8 bytes LE IEEE 754 bits
-//	          | text: string | blob: bytes
-//	crc32c  = 4 bytes little endian, Castagnoli CRC of everything before it
+//	arg       = string name ("" for positional) | kind byte | payload
+//	payload   = null: nothing | int: varint (zigzag) | float: 8 bytes LE IEEE 754 bits
+//	            | text: string | blob: bytes
+//	crc32c    = 4 bytes little endian, Castagnoli CRC of everything before it
+//
+// Version 1, which DecodeRecord still reads, has no body kind byte: its
+// body is always uvarint n | n × statement.
 //
 // Values are normalised the way mattn/go-sqlite3 binds them: bool becomes
 // int 0/1, time.Time becomes text in mattn's first timestamp format, a nil
@@ -19,6 +24,7 @@ package replica
 import (
 	"database/sql/driver"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -29,7 +35,13 @@ import (
 )
 
 // RecordVersion is the encoding version Encode writes.
-const RecordVersion = 1
+const RecordVersion = 2
+
+// Body kinds of a version-2 record.
+const (
+	bodySQL      = 0x01
+	bodyMutation = 0x02
+)
 
 var recordMagic = [2]byte{'C', 'R'}
 
@@ -37,11 +49,14 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 var (
 	// ErrCorruptRecord is wrapped by every DecodeError.
-	ErrCorruptRecord = errors.New("replica: corrupt record")
+	ErrCorruptRecord = errors.New("replay: corrupt record")
 	// ErrRecordVersion is returned for a record of an unknown version.
-	ErrRecordVersion = errors.New("replica: unsupported record version")
+	ErrRecordVersion = errors.New("replay: unsupported record version")
 	// ErrUnsupportedValue is returned by ValueOf for a type mattn cannot bind.
-	ErrUnsupportedValue = errors.New("replica: unsupported value type")
+	ErrUnsupportedValue = errors.New("replay: unsupported value type")
+	// ErrInvalidRecord is wrapped by Validate's errors: a record that
+	// decodes but cannot be run.
+	ErrInvalidRecord = errors.New("replay: invalid record")
 )
 
 // DecodeError reports where and why a record failed to decode.
@@ -51,7 +66,7 @@ type DecodeError struct {
 }
 
 func (e *DecodeError) Error() string {
-	return fmt.Sprintf("replica: corrupt record at byte %d: %s", e.Offset, e.Reason)
+	return fmt.Sprintf("replay: corrupt record at byte %d: %s", e.Offset, e.Reason)
 }
 
 // Unwrap returns ErrCorruptRecord.
@@ -153,23 +168,62 @@ type Context struct {
 	TZ   string
 }
 
-// Record is the logical record of one write transaction.
+// Mutation is a named mutation: a name the server resolves through its
+// Mutators, and the JSON arguments it is called with.
+type Mutation struct {
+	Name string
+	Args json.RawMessage
+}
+
+// Record is the logical record of one write transaction: the SQL it ran,
+// or the named mutation it was, with its replay context. Exactly one of
+// Statements and Mutation is set (Validate).
 type Record struct {
 	Context    Context
 	Statements []Statement
+	Mutation   *Mutation
 }
 
-// Encode returns r in the version-1 encoding.
-func (r *Record) Encode() []byte { return r.appendEncode(nil) }
+// Validate reports whether r can be run: exactly one of Statements and
+// Mutation, and a mutation name that ValidateName accepts. Errors wrap
+// ErrInvalidRecord.
+func (r *Record) Validate() error {
+	switch {
+	case r == nil:
+		return fmt.Errorf("no record: %w", ErrInvalidRecord)
+	case r.Mutation != nil && len(r.Statements) > 0:
+		return fmt.Errorf("record has both statements and a mutation: %w", ErrInvalidRecord)
+	case r.Mutation == nil && len(r.Statements) == 0:
+		return fmt.Errorf("empty record: %w", ErrInvalidRecord)
+	case r.Mutation != nil:
+		if err := ValidateName(r.Mutation.Name); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidRecord, err)
+		}
+	}
+	return nil
+}
 
-// appendEncode appends Encode's output to b.
-func (r *Record) appendEncode(b []byte) []byte {
+// Encode returns r in the version-2 encoding. A record with a Mutation is
+// encoded as that mutation, its Statements ignored (see Validate).
+func (r *Record) Encode() []byte { return r.AppendEncode(nil) }
+
+// AppendEncode appends Encode's output to b and returns the extended
+// buffer, so a caller can reuse one.
+func (r *Record) AppendEncode(b []byte) []byte {
 	start := len(b)
 	b = append(b, recordMagic[:]...)
 	b = append(b, RecordVersion)
 	b = binary.AppendVarint(b, r.Context.Time.UnixMilli())
 	b = binary.LittleEndian.AppendUint64(b, r.Context.Seed)
 	b = appendString(b, r.Context.TZ)
+	if m := r.Mutation; m != nil {
+		b = append(b, bodyMutation)
+		b = appendString(b, m.Name)
+		b = binary.AppendUvarint(b, uint64(len(m.Args)))
+		b = append(b, m.Args...)
+		return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b[start:], crcTable))
+	}
+	b = append(b, bodySQL)
 	b = binary.AppendUvarint(b, uint64(len(r.Statements)))
 	for _, s := range r.Statements {
 		b = appendString(b, s.SQL)
@@ -198,14 +252,16 @@ func appendString(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
-// DecodeRecord decodes an encoded record. Errors are a *DecodeError
-// (wrapping ErrCorruptRecord) or wrap ErrRecordVersion.
+// DecodeRecord decodes an encoded record of version 1 or 2. Errors are a
+// *DecodeError (wrapping ErrCorruptRecord) or wrap ErrRecordVersion; it
+// never panics, and allocates in proportion to len(b).
 func DecodeRecord(b []byte) (*Record, error) {
 	if len(b) < len(recordMagic)+1+4 || b[0] != recordMagic[0] || b[1] != recordMagic[1] {
 		return nil, &DecodeError{Offset: 0, Reason: "bad magic or too short"}
 	}
-	if b[2] != RecordVersion {
-		return nil, fmt.Errorf("decode record: version %d: %w", b[2], ErrRecordVersion)
+	version := b[2]
+	if version != 1 && version != 2 {
+		return nil, fmt.Errorf("decode record: version %d: %w", version, ErrRecordVersion)
 	}
 	body := b[:len(b)-4]
 	if got, want := crc32.Checksum(body, crcTable), binary.LittleEndian.Uint32(b[len(b)-4:]); got != want {
@@ -216,12 +272,40 @@ func DecodeRecord(b []byte) (*Record, error) {
 	r.Context.Time = time.UnixMilli(d.varint()).UTC()
 	r.Context.Seed = d.uint64()
 	r.Context.TZ = d.string()
-	n := d.count(2) // a statement takes at least 2 bytes
-	if n > 0 {
-		r.Statements = make([]Statement, n)
+	kind := byte(bodySQL)
+	if version >= 2 {
+		kind = d.byte()
 	}
-	for i := range r.Statements {
-		s := &r.Statements[i]
+	switch kind {
+	case bodySQL:
+		r.Statements = d.statements()
+	case bodyMutation:
+		m := &Mutation{Name: d.string()}
+		if args := d.string(); args != "" {
+			m.Args = json.RawMessage(args)
+		}
+		r.Mutation = m
+	default:
+		d.fail("unknown body kind")
+	}
+	if d.err == nil && d.off != len(body) {
+		d.fail("trailing bytes")
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	return r, nil
+}
+
+// statements reads uvarint n | n × statement.
+func (d *decoder) statements() []Statement {
+	n := d.count(2) // a statement takes at least 2 bytes
+	if n == 0 {
+		return nil
+	}
+	out := make([]Statement, n)
+	for i := range out {
+		s := &out[i]
 		s.SQL = d.string()
 		if na := d.count(2); na > 0 {
 			s.Args = make([]Arg, na)
@@ -245,16 +329,10 @@ func DecodeRecord(b []byte) (*Record, error) {
 			}
 		}
 		if d.err != nil {
-			break
+			return nil
 		}
 	}
-	if d.err == nil && d.off != len(body) {
-		d.fail("trailing bytes")
-	}
-	if d.err != nil {
-		return nil, d.err
-	}
-	return r, nil
+	return out
 }
 
 // decoder reads from b, recording the first error and returning zero
