@@ -14,18 +14,20 @@ import (
 	"github.com/cambiumdb/cambium/pages"
 	"github.com/cambiumdb/cambium/pages/segment"
 	"github.com/cambiumdb/cambium/pgschema"
+	"github.com/cambiumdb/cambium/replay"
 )
 
 // Defaults for the Committer's options.
 const (
-	DefaultWorkers        = 2
-	DefaultMaxGroupBytes  = 16 << 20
-	DefaultMaxGroupUnits  = 512
-	DefaultGroupTimeout   = 30 * time.Second
-	DefaultGroupDelay     = 5 * time.Millisecond // measured: 8 clients 440 -> 560 commits/s here
-	DefaultQueueLength    = 4096
-	segmentKeyPrefix      = "segments/"
-	segmentKeyRandomBytes = 16
+	DefaultWorkers           = 2
+	DefaultMaxGroupBytes     = 16 << 20
+	DefaultMaxGroupUnits     = 512
+	DefaultGroupTimeout      = 30 * time.Second
+	DefaultGroupDelay        = 5 * time.Millisecond // measured: 8 clients 440 -> 560 commits/s here
+	DefaultQueueLength       = 4096
+	DefaultReplayParallelism = 4
+	segmentKeyPrefix         = "segments/"
+	segmentKeyRandomBytes    = 16
 )
 
 // Committer decides hybrid commits and makes the accepted ones durable.
@@ -56,6 +58,20 @@ type Committer struct {
 	Metrics       *Metrics // optional
 
 	Hooks Hooks // fault seams; must be set before Open
+
+	// Conflict resolution (DESIGN.md, steps 4-6); set before Open. Without
+	// Pages no commit merges and without Replayer none is replayed; with
+	// neither, a stale commit is rejected with a *StaleBaseError (pull and
+	// redo), else one that cannot be resolved with a *ConflictError.
+	Pages             PageReader       // reads stored pages for the page-1 rule and replay
+	Replayer          Replayer         // re-executes logical records on head
+	Mutators          *replay.Registry // the application's Go mutation handlers; may be nil
+	Resolver          Resolver         // may override decisions on stale commits; may be nil
+	ReplayParallelism int              // volumes decided in parallel when they need pages or replay; DefaultReplayParallelism if 0
+	// ReplayAll replays every commit that has a record, at head or not, the
+	// way server-reconciliation systems (SQLSync) do: for benchmarks that
+	// compare strategies, never for production.
+	ReplayAll bool
 
 	meta  pgschema.Metastore
 	store pages.Store

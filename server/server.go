@@ -32,6 +32,7 @@ import (
 	"github.com/cambiumdb/cambium/pgschema"
 	"github.com/cambiumdb/cambium/pgschema/pgstore"
 	"github.com/cambiumdb/cambium/pgschema/sqlitestore"
+	"github.com/cambiumdb/cambium/replay"
 )
 
 // Defaults for Config.
@@ -52,6 +53,13 @@ type Config struct {
 	Hooks        commit.Hooks          // fault seams for crash tests; zero in production
 	Logger       *zap.Logger           // no-op if nil
 	Registry     prometheus.Registerer // where metrics go; a fresh registry (served at /metrics) if nil
+
+	// Conflict resolution, for applications that embed the server.
+	Mutators *replay.Registry // Go handlers of named mutations, resolved before the volumes' SQL mutators
+	Resolver commit.Resolver  // may override decisions on stale commits
+	Replay   *replay.Engine   // the replay engine and its sandbox limits; replay.NewEngine() if nil
+
+	ReplayAll bool // replay every commit, as server-reconciliation systems do: for benchmarks only
 }
 
 // Server is an assembled Cambium server.
@@ -120,7 +128,17 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s.backends = metaName + " + " + storeName
 
 	s.cache = pages.NewCache(cfg.CacheBytes)
+	pageReaders := &readers{store: s.Store, cache: s.cache}
+	if cfg.Replay == nil {
+		cfg.Replay = replay.NewEngine()
+	}
+	cfg.Replay.Logger = log.Named("replay")
 	s.Committer = commit.New(s.Meta, s.Store)
+	s.Committer.Pages = pageReaders
+	s.Committer.Replayer = cfg.Replay
+	s.Committer.Mutators = cfg.Mutators
+	s.Committer.Resolver = cfg.Resolver
+	s.Committer.ReplayAll = cfg.ReplayAll
 	s.Committer.Logger = log
 	s.Committer.Metrics = commit.NewMetrics(cfg.Registry)
 	s.Committer.Hooks = cfg.Hooks
@@ -128,7 +146,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		s.Committer.Workers = cfg.Workers
 	}
 	s.Committer.Open()
-	s.API = &api.Server{Meta: s.Meta, Committer: s.Committer, Pages: &readers{store: s.Store, cache: s.cache}, Logger: log, MaxPushBytes: cfg.MaxPushBytes}
+	s.API = &api.Server{Meta: s.Meta, Committer: s.Committer, Pages: pageReaders, Logger: log, MaxPushBytes: cfg.MaxPushBytes}
 
 	mux := http.NewServeMux()
 	mux.Handle("/", s.API.Handler())

@@ -149,6 +149,10 @@ func TestAPI_PushPull(t *testing.T) {
 				}
 			})
 			t.Run("StaleBase", func(t *testing.T) {
+				// Strict: no merge or replay, the stale commit is refused.
+				if _, err := c.Configure(ctx, "v", api.Settings{Policy: "strict"}); err != nil {
+					t.Fatal(err)
+				}
 				res, err := c.Push(ctx, "v", []commit.Request{commitReq("b", 1, 0, 1, 1, 1)})
 				if err != nil {
 					t.Fatal(err)

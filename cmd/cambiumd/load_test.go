@@ -106,6 +106,11 @@ func TestLoad_Invariant1(t *testing.T) {
 	if _, err := setup.CreateVolume(ctx, "shared", 0); err != nil {
 		t.Fatal(err)
 	}
+	// The racing pair checks the strict path: the loser is rejected, resets
+	// and redoes (conflict resolution has its own tests).
+	if _, err := setup.Configure(ctx, "shared", api.Settings{Policy: "strict"}); err != nil {
+		t.Fatal(err)
+	}
 
 	var wg sync.WaitGroup
 	for i := range volumes {
