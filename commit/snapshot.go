@@ -140,9 +140,12 @@ func (s *snapshot) readStored(ctx context.Context, pgno uint32, v int64) ([]byte
 }
 
 // source serves the snapshot at its current head to the replay engine,
-// page by page: a replay that touches 5 pages reads about 5 pages.
-func (s *snapshot) source(ctx context.Context) vfs.PageSource {
-	return &snapshotSource{s: s, ctx: ctx, head: s.head, count: s.count}
+// page by page: a replay that touches 5 pages reads about 5 pages. hint
+// lists pages the replay will likely read (the client's read set): the
+// first page read from the store looks up all of their locations in one
+// query rather than one query per page.
+func (s *snapshot) source(ctx context.Context, hint []uint32) vfs.PageSource {
+	return &snapshotSource{s: s, ctx: ctx, head: s.head, count: s.count, hint: hint}
 }
 
 type snapshotSource struct {
@@ -150,6 +153,41 @@ type snapshotSource struct {
 	ctx   context.Context
 	head  int64
 	count uint32
+	hint  []uint32
+	refs  map[uint32]pgschema.PageRef // locations at the stored head, once looked up
+}
+
+// maxHint bounds how many hinted pages one lookup asks for.
+const maxHint = 256
+
+// storedRef returns where page pgno of the stored head lives, looking up
+// the hinted pages with it the first time.
+func (src *snapshotSource) storedRef(pgno uint32) (pgschema.PageRef, bool, error) {
+	if src.refs == nil {
+		want := []uint32{pgno}
+		for _, p := range src.hint {
+			if len(want) >= maxHint {
+				break
+			}
+			if p != pgno && p <= src.s.vol.PageCount {
+				if _, pending := src.s.overlay[p]; !pending {
+					want = append(want, p)
+				}
+			}
+		}
+		slices.Sort(want)
+		want = slices.Compact(want)
+		refs, err := src.s.c.meta.PagesAt(src.ctx, src.s.vol.ID, src.s.vol.Head, want)
+		if err != nil {
+			return pgschema.PageRef{}, false, fmt.Errorf("pages of volume %d at version %d: %w", src.s.vol.ID, src.s.vol.Head, err)
+		}
+		src.refs = make(map[uint32]pgschema.PageRef, len(refs))
+		for _, r := range refs {
+			src.refs[r.PageNo] = r
+		}
+	}
+	ref, ok := src.refs[pgno]
+	return ref, ok, nil
 }
 
 var _ vfs.PageSource = (*snapshotSource)(nil)
@@ -164,6 +202,20 @@ func (src *snapshotSource) ReadPage(_ context.Context, pgno uint32, p []byte) er
 	}
 	if data, ok := src.s.overlay[pgno]; ok {
 		copy(p, data)
+		return nil
+	}
+	if ref, ok, err := src.storedRef(pgno); err != nil {
+		return err
+	} else if ok {
+		key := pages.PageKey{Volume: src.s.vol.ID, PageNo: pgno, Version: ref.Version}
+		got, err := src.s.c.Pages.ReadPages(src.ctx, src.s.vol.PageSize, []pages.PageKey{key}, []pages.Location{ref.Location})
+		if err != nil {
+			return err
+		}
+		if len(got) != 1 || len(got[0]) != len(p) {
+			return fmt.Errorf("page %d of volume %d at version %d: read %d pages", pgno, src.s.vol.ID, src.s.vol.Head, len(got))
+		}
+		copy(p, got[0])
 		return nil
 	}
 	data, err := src.s.readStored(src.ctx, pgno, src.s.vol.Head)

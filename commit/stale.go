@@ -175,7 +175,7 @@ func (d *volumeDecider) nameTables(ctx context.Context, rep *conflict.Report) {
 	if len(rep.Conflicts) == 0 {
 		return
 	}
-	src := d.snapshot().source(ctx)
+	src := d.snapshot().source(ctx, nil)
 	read := func(ctx context.Context, pgno uint32) ([]byte, error) {
 		p := make([]byte, d.vol.PageSize)
 		return p, src.ReadPage(ctx, pgno, p)
@@ -193,7 +193,7 @@ func (d *volumeDecider) replay(ctx context.Context, r *Request) (*replay.Output,
 		return nil, &replay.RejectError{Code: replay.CodeRecord, Reason: err.Error()}
 	}
 	return d.c.Replayer.Replay(ctx, replay.Input{
-		Source:   d.snapshot().source(ctx),
+		Source:   d.snapshot().source(ctx, readSetHint(r.ReadSet)),
 		Record:   rec,
 		AllowDDL: d.vol.AllowDDL,
 		Mutators: &volumeMutators{meta: d.c.meta, volume: d.vol.ID, registry: d.c.Mutators},
@@ -258,5 +258,20 @@ func sortedPageNos(m map[uint32][]byte) []uint32 {
 		out = append(out, no)
 	}
 	slices.Sort(out)
+	return out
+}
+
+// readSetHint expands the first pages of a read set, the pages a replay of
+// the commit will most likely read again.
+func readSetHint(rs []PageRange) []uint32 {
+	var out []uint32
+	for _, r := range rs {
+		for p := r.First; p <= r.Last() && len(out) < maxHint; p++ {
+			out = append(out, p)
+			if p == r.Last() {
+				break // r.Last() may be the largest uint32
+			}
+		}
+	}
 	return out
 }
