@@ -8,8 +8,9 @@ import (
 )
 
 // BenchmarkCapture_Insert: one-row INSERT transactions through the cambium
-// driver: capture, a sidecar commit (fsynced with Full), pages into the
-// overlay, and the checkpoints the bound forces, amortized.
+// driver: capture, a redo log append (fsynced with Full), pages into the
+// overlay, and the checkpoints the bound forces (each folding the log into
+// the sidecar), amortized.
 func BenchmarkCapture_Insert(b *testing.B) {
 	for _, d := range []Durability{DurabilityNormal, DurabilityFull} {
 		b.Run(d.String(), func(b *testing.B) {

@@ -5,8 +5,10 @@
 //
 // It owns the replica's files and their crash atomicity, the database/sql
 // driver and the capture of logical records (with their replay context:
-// clock, random seed, time zone), and the record and read-set encodings. It
-// does not own the VFS mechanics (package vfs). Pending, MarkPushed,
+// clock, random seed, time zone), named mutations run locally (Mutate),
+// and the read-set encoding. It does not own the VFS mechanics (package
+// vfs), nor the record's encoding, its deterministic random() and the
+// executor of records and mutations (package replay). Pending, MarkPushed,
 // ApplyRemote, Reset, PendingPageNumbers, Checkpoint and Status are the
 // seams for push and pull (sync.go).
 //
@@ -15,6 +17,11 @@
 // path is a plain SQLite database file; the sqlite3 shell can read it.
 // path+"-cambium" is the sidecar, a SQLite database in WAL mode (schema in
 // sidecarSchema): metadata, and the pending commits with their pages.
+// path+"-cambium-log" is the sidecar's redo log (redolog.go): the pending
+// commits made since the last fold, one checksummed frame each, appended.
+// A fold moves them into the sidecar's pending table; every checkpoint
+// folds, and so does every other sidecar transaction, and a clean Close
+// removes the then empty log, leaving the sidecar one SQLite file.
 //
 // While a replica is open, its process holds the sidecar in SQLite's
 // exclusive locking mode (https://www.sqlite.org/pragma.html#pragma_locking_mode),
@@ -30,9 +37,12 @@
 //
 // # Commits and the overlay
 //
-// A local commit is one sidecar transaction: one pending row holding the
-// commit's read set, record and pages (S2-compressed, see pageset.go). It
-// is the commit point. The commit's pages then go into the overlay, an
+// A local commit is one frame appended to the redo log with one write
+// system call: the columns of a pending row, the commit's read set, record
+// and pages (S2-compressed, a rewritten page stored as its XOR with its
+// previous version; see pageset.go). It is the commit point; a SQLite
+// transaction per commit cost more than the plain insert it captured
+// (issue #3). The commit's pages then go into the overlay, an
 // in-memory map of page number to bytes plus the current page count, which
 // ReadPage and PageCount consult before the main file. Nothing is written
 // to the main file per commit.
@@ -41,21 +51,26 @@
 //
 // Options.Durability picks what COMMIT waits for, as SQLite's WAL does:
 //
-//   - DurabilityNormal (default): the sidecar runs synchronous=NORMAL, so a
-//     commit is a WAL append with no fsync. It survives a crash of the
-//     process. A power loss may lose the last commits, never an earlier one
-//     without the later ones (WAL frames carry cumulative checksums), and
-//     never corrupts the replica or the main file. This is the guarantee of
-//     a plain WAL database with synchronous=NORMAL.
-//   - DurabilityFull: the sidecar runs synchronous=FULL; every commit
-//     fsyncs the sidecar's WAL before COMMIT returns.
+//   - DurabilityNormal (default): a commit is a redo log append with no
+//     fsync, and the sidecar runs synchronous=NORMAL. A commit survives a
+//     crash of the process. A power loss may lose the last commits, never
+//     an earlier one without the later ones (Open keeps the log's longest
+//     run of whole frames with good checksums and consecutive sequence
+//     numbers, and every sidecar transaction folds the log, with an fsync,
+//     before it changes anything), and never corrupts the replica or the
+//     main file. This is the guarantee of a plain WAL database with
+//     synchronous=NORMAL.
+//   - DurabilityFull: every commit fdatasyncs the redo log before COMMIT
+//     returns, and the sidecar runs synchronous=FULL.
 //
 // # Checkpoint
 //
 // A checkpoint moves the overlay into the main file:
 //
-//  1. fsync the sidecar: a small transaction (meta synced_seq) committed
-//     with synchronous=FULL, whose WAL fsync covers every earlier commit;
+//  1. fold the redo log: one sidecar transaction, committed with
+//     synchronous=FULL, inserts its commits as pending rows and records
+//     the last as synced_seq; its WAL fsync covers every earlier commit.
+//     Then the log is emptied;
 //  2. write the overlay's pages into the main file and set its size;
 //  3. fsync the main file;
 //  4. record applied_seq and the main file's page count in the sidecar;
@@ -75,10 +90,12 @@
 //
 // ApplyRemote and Reset store the server state (and, for Reset, drop every
 // pending commit) in one sidecar transaction with an fsync, write the main
-// file and fsync it, then clear the stored state. Open re-applies, in order,
-// the pending commits after applied_seq (through the overlay and a
-// checkpoint, so the sidecar is fsynced first), then finishes a stored
-// remote state. Re-applying commits over a main file that already has some
+// file and fsync it, then clear the stored state. Open folds the redo log
+// (skipping frames at or below synced_seq, which a crash after a fold left
+// behind), re-applies, in order, the pending commits after applied_seq
+// (through the overlay and a checkpoint, so the sidecar is fsynced first;
+// the first of them followed a checkpoint, so it stores no deltas and
+// decoding starts there), then finishes a stored remote state. Re-applying commits over a main file that already has some
 // of them yields the same file, so every crash is repaired by reopening.
 // A failure that may leave the main file behind marks the replica broken
 // (ErrBroken) until a reopen.

@@ -13,10 +13,11 @@ import (
 // called with each name just before the step; an error there simulates a
 // crash at that point.
 const (
-	// stepCommit: a local commit was appended to the sidecar (at the
+	// stepCommit: a local commit was appended to the redo log (at the
 	// replica's durability) and is about to join the overlay.
 	stepCommit = "commit"
-	// stepSidecarSync: fsync the sidecar, covering every commit up to seq.
+	// stepSidecarSync: fold the redo log into the sidecar and fsync it,
+	// covering every commit up to seq.
 	stepSidecarSync = "sidecar-sync"
 	// stepMainWrite: write pages into the main file and set its size.
 	stepMainWrite = "main-write"
@@ -136,8 +137,9 @@ func (r *Replica) overBoundLocked() bool {
 // power loss from corrupting the replica: the main file must never hold a
 // page of a commit the sidecar could still lose.
 //
-//  1. fsync the sidecar (a FULL-sync transaction; see durableTx), so every
-//     commit in the overlay survives a power loss;
+//  1. fold the redo log into the sidecar's pending table in a FULL-sync
+//     transaction (see sidecar.fold and durableTx), so every commit in the
+//     overlay survives a power loss;
 //  2. write the overlay's pages into the main file and set its size;
 //  3. fsync the main file;
 //  4. record applied_seq (and the main file's page count) in the sidecar,
@@ -174,10 +176,17 @@ func (r *Replica) checkpointSteps(ctx context.Context, seq uint64) error {
 	if err := r.step(stepSidecarSync, seq); err != nil {
 		return err
 	}
-	if err := r.side.durableTx(ctx, func(tx *sql.Tx) error {
-		return setMeta(ctx, tx, metaSyncedSeq, seq)
-	}); err != nil {
-		return fmt.Errorf("sync sidecar: %w", err)
+	if folded, err := r.side.fold(ctx); err != nil {
+		return err
+	} else if !folded {
+		// The overlay's commits were folded already, by an earlier
+		// sidecar transaction, with an fsync; this one covers rows an
+		// older version inserted without one.
+		if err := r.side.durableTx(ctx, func(tx *sql.Tx) error {
+			return setMeta(ctx, tx, metaSyncedSeq, seq)
+		}); err != nil {
+			return fmt.Errorf("sync sidecar: %w", err)
+		}
 	}
 	if err := r.writeMain(seq, o.pages, o.floor, o.count); err != nil {
 		return err
@@ -243,8 +252,9 @@ func (r *Replica) step(name string, seq uint64) error {
 // recoverLocked loads the bookkeeping and re-applies, in order, what the
 // sidecar holds and the main file may lack: the pending commits after
 // applied_seq (through the overlay and a checkpoint, so the sidecar is
-// fsynced before the main file is written: after a process crash their
-// WAL frames may be in the OS cache only), then an unfinished remote state.
+// fsynced before the main file is written: after a process crash the
+// sidecar's WAL frames may be in the OS cache only), then an unfinished
+// remote state. openSidecar has folded the redo log already.
 func (r *Replica) recoverLocked(ctx context.Context) error {
 	db := r.side.db
 	var metaNext, maxSeq, base, baseCount, applied int64
@@ -272,20 +282,23 @@ func (r *Replica) recoverLocked(ctx context.Context) error {
 	r.ov.pages = make(map[uint32][]byte)
 
 	// One commit at a time: the rows are read while the overlay, and the
-	// checkpoints its bound forces, use the same single connection.
+	// checkpoints its bound forces, use the same single connection. The
+	// first commit after applied_seq followed a checkpoint, so it has no
+	// deltas (pageset.go) and the chain starts there.
+	chain := make(pageChain)
 	for next := uint64(applied); ; {
 		var seq uint64
 		var count uint32
-		var nums, packed []byte
-		err := db.QueryRowContext(ctx, "SELECT seq, page_count, page_numbers, pages FROM pending WHERE seq > ? ORDER BY seq LIMIT 1",
-			next).Scan(&seq, &count, &nums, &packed)
+		var nums, deltas, packed []byte
+		err := db.QueryRowContext(ctx, "SELECT seq, page_count, page_numbers, deltas, pages FROM pending WHERE seq > ? ORDER BY seq LIMIT 1",
+			next).Scan(&seq, &count, &nums, &deltas, &packed)
 		if err == sql.ErrNoRows {
 			break
 		}
 		if err != nil {
 			return err
 		}
-		pages, err := decodePageSet(nums, packed, r.pageSize)
+		pages, err := chain.decode(nums, deltas, packed, r.pageSize)
 		if err != nil {
 			return fmt.Errorf("pending %d: %w", seq, err)
 		}

@@ -67,6 +67,11 @@ func (r *Replica) remote(ctx context.Context, version uint64, pageCount uint32, 
 				if err := setMeta(ctx, tx, metaNextSeq, r.state.nextSeq); err != nil {
 					return err
 				}
+				if r.resetExtra != nil {
+					if err := r.resetExtra(ctx, tx); err != nil {
+						return err
+					}
+				}
 			} else {
 				var n int
 				if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM pending").Scan(&n); err != nil {
@@ -147,36 +152,30 @@ func (r *Replica) PendingPageNumbers(ctx context.Context) ([]uint32, error) {
 	}
 	r.state.Lock()
 	defer r.state.Unlock()
-	var low sql.NullInt64
-	if err := r.side.db.QueryRowContext(ctx, "SELECT min(page_count) FROM pending").Scan(&low); err != nil {
-		return nil, fmt.Errorf("pending pages: %w", err)
-	}
-	if !low.Valid {
-		return nil, nil
-	}
-	rows, err := r.side.db.QueryContext(ctx, "SELECT page_numbers FROM pending")
+	set := make(map[uint32]struct{})
+	low, found := int64(0), false
+	err := r.pendingRowsLocked(ctx,
+		"SELECT seq, base_version, page_count, x'', page_numbers, x'', x'', x'' FROM pending ORDER BY seq",
+		func(row pendingRow) error {
+			if !found || row.pageCount < low {
+				low, found = row.pageCount, true
+			}
+			nums, err := DecodeReadSet(row.pageNumbers)
+			if err != nil {
+				return err
+			}
+			for _, pgno := range nums {
+				set[pgno] = struct{}{}
+			}
+			return nil
+		})
 	if err != nil {
 		return nil, fmt.Errorf("pending pages: %w", err)
 	}
-	defer rows.Close()
-	set := make(map[uint32]struct{})
-	for rows.Next() {
-		var b []byte
-		if err := rows.Scan(&b); err != nil {
-			return nil, fmt.Errorf("pending pages: %w", err)
-		}
-		nums, err := DecodeReadSet(b)
-		if err != nil {
-			return nil, fmt.Errorf("pending pages: %w", err)
-		}
-		for _, pgno := range nums {
-			set[pgno] = struct{}{}
-		}
+	if !found {
+		return nil, nil
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("pending pages: %w", err)
-	}
-	for pgno := uint32(low.Int64) + 1; pgno <= r.state.basePageCount; pgno++ {
+	for pgno := uint32(low) + 1; pgno <= r.state.basePageCount; pgno++ {
 		set[pgno] = struct{}{}
 	}
 	return sortedKeys(set), nil

@@ -3,15 +3,18 @@ package replica
 import (
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/cambiumdb/cambium/replay"
 	"github.com/cambiumdb/cambium/vfs"
 )
 
@@ -89,6 +92,13 @@ type Options struct {
 	// how many Open may have to re-apply after a crash.
 	// DefaultCheckpointCommits if 0.
 	CheckpointCommits int
+	// Mutators resolves named mutations: Mutate runs them, and a rebase
+	// re-runs pending ones on a new head. The server must run the same
+	// definitions. May be nil when the application uses none.
+	Mutators replay.Mutators
+	// OnDecision, if set, is called with the server's decision on each
+	// pushed commit, in order, from Push.
+	OnDecision func(PushResult)
 }
 
 // Status is a snapshot of a replica's bookkeeping.
@@ -162,8 +172,12 @@ type Replica struct {
 	ov       overlay
 
 	// writeMu is a one-slot semaphore held by the connection running a write
-	// transaction.
+	// transaction, or by a rebase.
 	writeMu chan struct{}
+
+	// resetExtra, when set (by a rebase holding writeMu), runs inside the
+	// sidecar transaction of Reset, so what it stores commits with it.
+	resetExtra func(ctx context.Context, tx *sql.Tx) error
 
 	// state caches the sidecar's bookkeeping so a commit does not read it.
 	state struct {
@@ -177,6 +191,7 @@ type Replica struct {
 
 	mu struct {
 		sync.Mutex
+		db     *sql.DB // the replica's own pool (Mutate), opened on first use
 		conns  map[string]*conn
 		nextID int
 		broken error
@@ -211,7 +226,7 @@ func Open(ctx context.Context, path string, opts Options) (*Replica, error) {
 	r := &Replica{path: abs, opts: opts, writeMu: make(chan struct{}, 1)}
 	r.mu.conns = make(map[string]*conn)
 	if err := r.open(ctx, opts); err != nil {
-		r.closeFiles()
+		r.closeFiles(false)
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	return r, nil
@@ -295,17 +310,27 @@ func (r *Replica) initMeta(ctx context.Context, opts Options) error {
 // closed without a checkpoint; the next Open repairs it.
 func (r *Replica) Close(ctx context.Context) error {
 	var errs []error
+	r.mu.Lock()
+	db := r.mu.db
+	r.mu.db = nil
+	r.mu.Unlock()
+	if db != nil {
+		errs = append(errs, db.Close())
+	}
 	if r.slot != nil {
 		r.slot.Unmount(r.path)
 		releaseSlot(r)
 		r.slot = nil
 	}
+	clean := false
 	if r.side != nil && r.main != nil && r.brokenErr() == nil {
 		if err := r.Checkpoint(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("close: %w", err))
+		} else {
+			clean = true
 		}
 	}
-	errs = append(errs, r.closeFiles())
+	errs = append(errs, r.closeFiles(clean))
 	r.mu.Lock()
 	r.mu.closed = true
 	r.mu.Unlock()
@@ -322,14 +347,16 @@ func (r *Replica) checkOpen() error {
 	return nil
 }
 
-func (r *Replica) closeFiles() error {
+// closeFiles closes the main file and the sidecar; clean (the overlay was
+// checkpointed, so the redo log is empty) removes the redo log.
+func (r *Replica) closeFiles(clean bool) error {
 	var errs []error
 	if r.main != nil {
 		errs = append(errs, r.main.Close())
 		r.main = nil
 	}
 	if r.side != nil {
-		errs = append(errs, r.side.close())
+		errs = append(errs, r.side.close(clean))
 		r.side = nil
 	}
 	return errors.Join(errs...)
@@ -387,6 +414,7 @@ func (r *Replica) commit(ctx context.Context, c *vfs.Capture) error {
 		return nil
 	}
 	r.ov.add(seq, c.PageCount, c.Pages)
+	r.side.withLog(func(l *redoLog) error { l.wrote(c.PageCount, c.Pages); return nil })
 	if r.overBoundLocked() {
 		// A failure sets broken; the commit itself stands.
 		_ = r.checkpointLocked(ctx)
@@ -394,12 +422,24 @@ func (r *Replica) commit(ctx context.Context, c *vfs.Capture) error {
 	return nil
 }
 
+// insertPendingLocked appends the commit to the redo log; it becomes a
+// pending row when the log is folded.
 func (r *Replica) insertPendingLocked(ctx context.Context, seq uint64, c *vfs.Capture, rec *Record) error {
 	e := &r.state.enc
-	numbers, packed := e.encode(c.Pages)
-	return r.side.insertPending(ctx, pendingRow{
-		seq: int64(seq), base: int64(r.state.base), pageCount: int64(c.PageCount), createdAt: time.Now().UnixMilli(),
-		readSet: e.encodeReadSet(c.ReadSet), pageNumbers: numbers, record: e.encodeRecord(rec), pages: packed,
+	return r.side.withLog(func(l *redoLog) error {
+		// A page is a delta of its latest version if a commit of the log's
+		// current generation wrote it (see pageset.go): that version is in
+		// the overlay, which a checkpoint empties only after a fold.
+		numbers, deltas, packed := e.encode(c.Pages, func(pgno uint32) []byte {
+			if _, ok := l.pages[pgno]; !ok {
+				return nil
+			}
+			return r.ov.pages[pgno]
+		})
+		return l.append(pendingRow{
+			seq: int64(seq), base: int64(r.state.base), pageCount: int64(c.PageCount), createdAt: time.Now().UnixMilli(),
+			readSet: e.encodeReadSet(c.ReadSet), pageNumbers: numbers, deltas: deltas, record: e.encodeRecord(rec), pages: packed,
+		})
 	})
 }
 
@@ -408,34 +448,69 @@ func (r *Replica) Pending(ctx context.Context) ([]PendingCommit, error) {
 	if err := r.checkOpen(); err != nil {
 		return nil, err
 	}
-	rows, err := r.side.db.QueryContext(ctx,
-		"SELECT seq, base_version, page_count, read_set, page_numbers, record, pages FROM pending ORDER BY seq")
+	r.state.Lock()
+	defer r.state.Unlock()
+	var out []PendingCommit
+	chain := make(pageChain)
+	err := r.pendingRowsLocked(ctx, "SELECT seq, base_version, page_count, read_set, page_numbers, deltas, record, pages FROM pending ORDER BY seq",
+		func(row pendingRow) error {
+			pc := PendingCommit{Seq: uint64(row.seq), BaseVersion: uint64(row.base), PageCount: uint32(row.pageCount)}
+			var err error
+			if pc.ReadSet, err = DecodeReadSet(row.readSet); err != nil {
+				return fmt.Errorf("pending %d read set: %w", pc.Seq, err)
+			}
+			if pc.Record, err = DecodeRecord(row.record); err != nil {
+				return fmt.Errorf("pending %d record: %w", pc.Seq, err)
+			}
+			if pc.Pages, err = chain.decode(row.pageNumbers, row.deltas, row.pages, r.pageSize); err != nil {
+				return fmt.Errorf("pending %d: %w", pc.Seq, err)
+			}
+			out = append(out, pc)
+			return nil
+		})
 	if err != nil {
 		return nil, fmt.Errorf("pending: %w", err)
 	}
+	return out, nil
+}
+
+// pendingRowsLocked calls fn with each pending commit, oldest first: the
+// rows q selects from the pending table (seq, base_version, page_count,
+// read_set, page_numbers, deltas, record, pages, in seq order), then the frames of
+// the redo log. The blobs are valid during the call only.
+func (r *Replica) pendingRowsLocked(ctx context.Context, q string, fn func(pendingRow) error) error {
+	// The log's lock keeps a fold from moving commits between the two.
+	return r.side.withLog(func(l *redoLog) error { return r.pendingRowsLogLocked(ctx, l, q, fn) })
+}
+
+func (r *Replica) pendingRowsLogLocked(ctx context.Context, l *redoLog, q string, fn func(pendingRow) error) error {
+	rows, err := r.side.db.QueryContext(ctx, q)
+	if err != nil {
+		return err
+	}
 	defer rows.Close()
-	var out []PendingCommit
 	for rows.Next() {
-		var pc PendingCommit
-		var rs, nums, rec, pages []byte
-		if err := rows.Scan(&pc.Seq, &pc.BaseVersion, &pc.PageCount, &rs, &nums, &rec, &pages); err != nil {
-			return nil, fmt.Errorf("pending: %w", err)
+		var row pendingRow
+		if err := rows.Scan(&row.seq, &row.base, &row.pageCount, &row.readSet, &row.pageNumbers, &row.deltas, &row.record, &row.pages); err != nil {
+			return err
 		}
-		if pc.ReadSet, err = DecodeReadSet(rs); err != nil {
-			return nil, fmt.Errorf("pending %d read set: %w", pc.Seq, err)
+		if err := fn(row); err != nil {
+			return err
 		}
-		if pc.Record, err = DecodeRecord(rec); err != nil {
-			return nil, fmt.Errorf("pending %d record: %w", pc.Seq, err)
-		}
-		if pc.Pages, err = decodePageSet(nums, pages, r.pageSize); err != nil {
-			return nil, fmt.Errorf("pending %d: %w", pc.Seq, err)
-		}
-		out = append(out, pc)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("pending: %w", err)
+		return err
 	}
-	return out, nil
+	logged, err := l.rows(l.synced)
+	if err != nil {
+		return err
+	}
+	for _, row := range logged {
+		if err := fn(row); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // MarkPushed records that the server accepted pending commit seq, the
@@ -469,6 +544,9 @@ func (r *Replica) MarkPushed(ctx context.Context, seq, version uint64) error {
 		if oldest != seq {
 			return fmt.Errorf("oldest pending %d: %w", oldest, ErrOutOfOrder)
 		}
+		if err := r.rebaseSuccessors(ctx, tx, seq); err != nil {
+			return err
+		}
 		if _, err := tx.ExecContext(ctx, "DELETE FROM pending WHERE seq = ?", seq); err != nil {
 			return err
 		}
@@ -489,6 +567,88 @@ func (r *Replica) MarkPushed(ctx context.Context, seq, version uint64) error {
 	return nil
 }
 
+// rebaseSuccessors keeps the oldest pending row free of deltas when
+// pending commit seq, the oldest, is about to be deleted: each of its pages
+// that the next commit writing it stores as a delta of it is rewritten
+// there as a whole page (see pageset.go).
+func (r *Replica) rebaseSuccessors(ctx context.Context, tx *sql.Tx, seq uint64) error {
+	var nums, deltas, packed []byte
+	if err := tx.QueryRowContext(ctx, "SELECT page_numbers, deltas, pages FROM pending WHERE seq = ?", seq).Scan(&nums, &deltas, &packed); err != nil {
+		return err
+	}
+	open, delta, err := decodePageSet(nums, deltas, packed, r.pageSize)
+	if err != nil {
+		return fmt.Errorf("pending %d: %w", seq, err)
+	}
+	if len(delta) > 0 {
+		return fmt.Errorf("pending %d, the oldest, has deltas: %w", seq, ErrCorruptRecord)
+	}
+	// Find, for each page, the next commit that writes it.
+	type fix struct {
+		seq   uint64
+		bases map[uint32][]byte
+	}
+	var fixes []fix
+	rows, err := tx.QueryContext(ctx, "SELECT seq, page_numbers, deltas FROM pending WHERE seq > ? ORDER BY seq", seq)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for len(open) > 0 && rows.Next() {
+		var next uint64
+		if err := rows.Scan(&next, &nums, &deltas); err != nil {
+			return err
+		}
+		written, err := DecodeReadSet(nums)
+		if err != nil {
+			return fmt.Errorf("pending %d: %w", next, err)
+		}
+		ds, err := DecodeReadSet(deltas)
+		if err != nil {
+			return fmt.Errorf("pending %d: %w", next, err)
+		}
+		f := fix{seq: next}
+		for _, pgno := range written {
+			base, ok := open[pgno]
+			if !ok {
+				continue
+			}
+			delete(open, pgno)
+			if _, isDelta := slices.BinarySearch(ds, pgno); isDelta {
+				if f.bases == nil {
+					f.bases = make(map[uint32][]byte)
+				}
+				f.bases[pgno] = base
+			}
+		}
+		if f.bases != nil {
+			fixes = append(fixes, f)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	rows.Close()
+	for _, f := range fixes {
+		if err := tx.QueryRowContext(ctx, "SELECT page_numbers, deltas, pages FROM pending WHERE seq = ?", f.seq).Scan(&nums, &deltas, &packed); err != nil {
+			return err
+		}
+		pages, delta, err := decodePageSet(nums, deltas, packed, r.pageSize)
+		if err != nil {
+			return fmt.Errorf("pending %d: %w", f.seq, err)
+		}
+		for pgno, base := range f.bases {
+			subtle.XORBytes(pages[pgno], pages[pgno], base)
+		}
+		delta = slices.DeleteFunc(delta, func(pgno uint32) bool { _, ok := f.bases[pgno]; return ok })
+		_, deltas, packed := packPageSet(pages, delta)
+		if _, err := tx.ExecContext(ctx, "UPDATE pending SET deltas = ?, pages = ? WHERE seq = ?", deltas, packed, f.seq); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Status reports the replica's bookkeeping.
 func (r *Replica) Status(ctx context.Context) (Status, error) {
 	if err := r.checkOpen(); err != nil {
@@ -497,11 +657,17 @@ func (r *Replica) Status(ctx context.Context) (Status, error) {
 	s := Status{Volume: r.volume, ClientID: r.clientID, PageSize: r.pageSize}
 	r.state.Lock()
 	s.BaseVersion, s.NextSeq = r.state.base, r.state.nextSeq
+	err := r.side.withLog(func(l *redoLog) error {
+		s.Pending = l.frames
+		var n int
+		err := r.side.db.QueryRowContext(ctx, "SELECT count(*) FROM pending").Scan(&n)
+		s.Pending += n
+		return err
+	})
 	r.state.Unlock()
-	if err := r.side.db.QueryRowContext(ctx, "SELECT count(*) FROM pending").Scan(&s.Pending); err != nil {
+	if err != nil {
 		return s, fmt.Errorf("status: %w", err)
 	}
-	var err error
 	if s.PageCount, err = r.PageCount(ctx); err != nil {
 		return s, fmt.Errorf("status: %w", err)
 	}

@@ -6,7 +6,9 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	sqlite3 "github.com/mattn/go-sqlite3"
@@ -26,13 +28,18 @@ import (
 //	pending        one row per local commit not yet acknowledged by the
 //	               server, with the pages it wrote (see pageset.go); the
 //	               big blobs come last, so reading the other columns does
-//	               not walk their overflow pages
+//	               not walk their overflow pages. The commits since the
+//	               last fold are not here yet but in the redo log beside
+//	               the sidecar (path+"-cambium-log", redolog.go), one frame
+//	               each with the same columns; a checkpoint folds them in.
 //	remote         at most one server state being applied (ApplyRemote, Reset)
 //	remote_page    its pages
 //
 // next_seq in meta is only a floor: the next sequence number is the larger
-// of it and max(pending.seq)+1, so a commit inserts no meta row; it is
-// written whenever pending rows are deleted.
+// of it, max(pending.seq)+1 and the redo log's last frame+1, so a commit
+// writes no meta row; it is written whenever pending rows are deleted.
+// synced_seq is also the last commit folded from the redo log: frames at
+// or below it are already pending rows.
 const sidecarSchema = `
 CREATE TABLE IF NOT EXISTS meta(
 	key   TEXT PRIMARY KEY,
@@ -45,6 +52,7 @@ CREATE TABLE IF NOT EXISTS pending(
 	created_at   INTEGER NOT NULL,
 	read_set     BLOB NOT NULL,
 	page_numbers BLOB NOT NULL,
+	deltas       BLOB NOT NULL DEFAULT x'',
 	record       BLOB NOT NULL,
 	pages        BLOB NOT NULL
 ) STRICT;
@@ -73,36 +81,44 @@ const (
 	metaSyncedSeq     = "synced_seq"
 )
 
-// sidecar is the open sidecar database: one SQLite connection, in
-// locking_mode=EXCLUSIVE, behind a database/sql pool of that one connection.
-// Local commits reach it through the pool too (Conn, then Raw), with their
-// statement prepared once: a database/sql transaction starts a goroutine
-// (Tx.awaitDone) and costs more than the insert itself.
+// sidecar is the open sidecar: its database, one SQLite connection in
+// locking_mode=EXCLUSIVE behind a database/sql pool of that one connection,
+// and the redo log beside it (redolog.go), which only the process holding
+// that lock may touch.
 //
 // Exclusive locking mode keeps the file locks for as long as the sidecar
-// is open, so a commit makes no lock system calls, and with WAL entered in
-// that mode the WAL index lives in heap memory (no -shm file,
+// is open, so no other process can open the replica meanwhile, and with WAL
+// entered in that mode the WAL index lives in heap memory (no -shm file,
 // https://www.sqlite.org/wal.html#noshm). Only this connection may then
 // open the sidecar: another process (or a sqlite3 shell) gets
 // SQLITE_BUSY, which Open reports as ErrAlreadyOpen.
+//
+// Every sidecar transaction (tx, durableTx) first folds the redo log, so
+// it comes after the local commits before it even across a power loss, as
+// it would in one WAL: a commit is never lost while a later sidecar change
+// that assumed it stays.
 type sidecar struct {
 	db         *sql.DB
 	durability Durability
 	c          *sqlite3.SQLiteConn
-	insPending *sqlite3.SQLiteStmt
-	args       [8]driver.NamedValue // insPending's arguments, reused
+
+	// logMu guards log; it is taken before the connection, never after.
+	logMu sync.Mutex
+	log   *redoLog
 }
 
 // sidecarBusyTimeout is how long Open waits for a sidecar locked by
 // another process before it gives up; tests shorten it.
 var sidecarBusyTimeout = 5 * time.Second
 
-// openSidecar opens the sidecar in WAL mode. Its synchronous setting is the
-// replica's durability: with NORMAL a commit appends to the WAL without an
-// fsync (it survives a process crash, and a power loss keeps a prefix of
-// the commits: WAL frames carry cumulative checksums, so recovery stops at
-// the first frame that did not reach the disk); with FULL every commit
-// fsyncs the WAL (https://www.sqlite.org/pragma.html#pragma_synchronous).
+// openSidecar opens the sidecar in WAL mode, and its redo log, which it
+// folds. Its synchronous setting is the replica's durability: with NORMAL
+// a transaction appends to the WAL without an fsync (it survives a process
+// crash, and a power loss keeps a prefix of the transactions: WAL frames
+// carry cumulative checksums, so recovery stops at the first frame that
+// did not reach the disk); with FULL every transaction fsyncs the WAL
+// (https://www.sqlite.org/pragma.html#pragma_synchronous). Local commits
+// go to the redo log, at the same durability (redolog.go).
 func openSidecar(ctx context.Context, path string, d Durability) (*sidecar, error) {
 	sync := "NORMAL"
 	if d == DurabilityFull {
@@ -122,29 +138,39 @@ func openSidecar(ctx context.Context, path string, d Durability) (*sidecar, erro
 	// the first read takes the file's EXCLUSIVE lock, or fails with BUSY
 	// after the busy timeout while another process holds it.
 	if _, err := s.c.Exec("PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL", nil); err != nil {
-		s.close()
+		s.close(false)
 		return nil, sidecarOpenErr(path, err)
 	}
 	if _, err := s.db.ExecContext(ctx, sidecarSchema); err != nil {
-		s.close()
+		s.close(false)
 		return nil, fmt.Errorf("sidecar schema: %w", err)
 	}
 	// Sidecars written before pages moved into the pending row have a
 	// pending_page table instead; they are not migrated.
 	var n int
 	if err := s.db.QueryRowContext(ctx, "SELECT count(*) FROM pragma_table_info('pending') WHERE name = 'pages'").Scan(&n); err != nil || n != 1 {
-		s.close()
+		s.close(false)
 		return nil, fmt.Errorf("sidecar %s has an older format (%v): %w", path, err, ErrMismatch)
 	}
-	st, err := s.c.PrepareContext(ctx, `INSERT INTO pending(seq, base_version, page_count, created_at,
-		read_set, page_numbers, record, pages) VALUES(?,?,?,?,?,?,?,?)`)
-	if err != nil {
-		s.close()
-		return nil, fmt.Errorf("sidecar prepare: %w", err)
+	// Sidecars written before deltas (pageset.go) get the column: their
+	// rows, with no deltas, are valid as they are.
+	if err := s.db.QueryRowContext(ctx, "SELECT count(*) FROM pragma_table_info('pending') WHERE name = 'deltas'").Scan(&n); err != nil {
+		s.close(false)
+		return nil, fmt.Errorf("sidecar schema: %w", err)
 	}
-	s.insPending = st.(*sqlite3.SQLiteStmt)
-	for i := range s.args {
-		s.args[i].Ordinal = i + 1
+	if n == 0 {
+		if _, err := s.db.ExecContext(ctx, "ALTER TABLE pending ADD COLUMN deltas BLOB NOT NULL DEFAULT x''"); err != nil {
+			s.close(false)
+			return nil, fmt.Errorf("sidecar schema: %w", err)
+		}
+	}
+	if s.log, err = openRedoLog(path+"-log", d); err != nil {
+		s.close(false)
+		return nil, fmt.Errorf("redo log: %w", err)
+	}
+	if err := s.recoverLog(ctx); err != nil {
+		s.close(false)
+		return nil, fmt.Errorf("redo log: %w", err)
 	}
 	return s, nil
 }
@@ -159,10 +185,15 @@ func sidecarOpenErr(path string, err error) error {
 	return fmt.Errorf("sidecar %s: %w", path, err)
 }
 
-func (s *sidecar) close() error {
+// close closes the sidecar. removeLog deletes the redo log first, which
+// must then be empty: a clean Close leaves the sidecar one SQLite file.
+func (s *sidecar) close(removeLog bool) error {
 	var errs []error
-	if s.insPending != nil {
-		errs = append(errs, s.insPending.Close())
+	if s.log != nil {
+		if removeLog && s.log.size == 0 {
+			errs = append(errs, os.Remove(s.log.f.Name()))
+		}
+		errs = append(errs, s.log.close())
 	}
 	errs = append(errs, s.db.Close(), s.c.Close())
 	return errors.Join(errs...)
@@ -184,34 +215,106 @@ func (sharedConn) Close() error { return nil }
 
 // pendingRow is one row of the pending table.
 type pendingRow struct {
-	seq, base, pageCount, createdAt     int64
-	readSet, pageNumbers, record, pages []byte
+	seq, base, pageCount, createdAt             int64
+	readSet, pageNumbers, deltas, record, pages []byte
 }
 
-// insertPending stores one local commit: one autocommit INSERT, its own
-// transaction. Holding the pool's connection keeps every other sidecar
-// user (a transaction, open rows) off it meanwhile. The caller serializes
-// calls (the replica's state lock): the argument slice is reused.
-func (s *sidecar) insertPending(ctx context.Context, row pendingRow) error {
-	c, err := s.db.Conn(ctx)
+// insertPending inserts rows into the pending table within tx.
+func insertPending(ctx context.Context, tx *sql.Tx, rows []pendingRow) error {
+	st, err := tx.PrepareContext(ctx, `INSERT INTO pending(seq, base_version, page_count, created_at,
+		read_set, page_numbers, deltas, record, pages) VALUES(?,?,?,?,?,?,?,?,?)`)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	return c.Raw(func(any) error {
-		a := &s.args
-		a[0].Value, a[1].Value, a[2].Value, a[3].Value = row.seq, row.base, row.pageCount, row.createdAt
-		a[4].Value, a[5].Value, a[6].Value, a[7].Value = row.readSet, row.pageNumbers, row.record, row.pages
-		_, err := s.insPending.ExecContext(context.Background(), a[:])
-		for i := 4; i < len(a); i++ {
-			a[i].Value = nil // do not pin the caller's buffers
+	defer st.Close()
+	for _, row := range rows {
+		if _, err := st.ExecContext(ctx, row.seq, row.base, row.pageCount, row.createdAt,
+			row.readSet, row.pageNumbers, row.deltas, row.record, row.pages); err != nil {
+			return fmt.Errorf("insert pending %d: %w", row.seq, err)
 		}
-		return err
-	})
+	}
+	return nil
 }
 
-// tx runs fn in a sidecar transaction at the replica's durability.
+// withLog runs fn with the redo log's lock held.
+func (s *sidecar) withLog(fn func(l *redoLog) error) error {
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	return fn(s.log)
+}
+
+// recoverLog folds what the redo log holds at Open. Its commits must
+// continue the sidecar's: a gap would mean a commit lost with later ones kept.
+func (s *sidecar) recoverLog(ctx context.Context) error {
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	synced, err := getMetaInt(ctx, s.db, metaSyncedSeq)
+	if err != nil {
+		return err
+	}
+	s.log.synced = uint64(synced)
+	rows, err := s.log.rows(s.log.synced)
+	if err != nil {
+		return err
+	}
+	if len(rows) > 0 {
+		var next, maxSeq int64
+		if next, err = getMetaInt(ctx, s.db, metaNextSeq); err != nil {
+			return err
+		}
+		if err := s.db.QueryRowContext(ctx, "SELECT coalesce(max(seq), 0) FROM pending").Scan(&maxSeq); err != nil {
+			return err
+		}
+		if want := max(next, maxSeq+1, 1); rows[0].seq != want {
+			return fmt.Errorf("log starts at commit %d, the sidecar expects %d: %w", rows[0].seq, want, ErrCorruptLog)
+		}
+	}
+	_, err = s.foldLocked(ctx)
+	return err
+}
+
+// fold moves the redo log's commits into the pending table, in one
+// transaction with an fsync that also records the last one as synced_seq,
+// then empties the log; it says whether there was anything to fold. The
+// fsync covers every earlier commit too, so the main file may then receive
+// their pages. A crash before the log is emptied leaves frames at or below
+// synced_seq, which are skipped.
+func (s *sidecar) fold(ctx context.Context) (bool, error) {
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	return s.foldLocked(ctx)
+}
+
+func (s *sidecar) foldLocked(ctx context.Context) (bool, error) {
+	l := s.log
+	if l.frames == 0 {
+		return false, nil
+	}
+	rows, err := l.rows(l.synced)
+	if err != nil {
+		return false, fmt.Errorf("fold redo log: %w", err)
+	}
+	if len(rows) > 0 {
+		last := rows[len(rows)-1].seq
+		if err := s.durableTxNoFold(ctx, func(tx *sql.Tx) error {
+			if err := insertPending(ctx, tx, rows); err != nil {
+				return err
+			}
+			return setMeta(ctx, tx, metaSyncedSeq, last)
+		}); err != nil {
+			return false, fmt.Errorf("fold redo log: %w", err)
+		}
+		l.synced = uint64(last)
+	}
+	return true, l.reset()
+}
+
+// tx runs fn in a sidecar transaction at the replica's durability, after
+// folding the redo log.
 func (s *sidecar) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if _, err := s.fold(ctx); err != nil {
+		return err
+	}
 	return inTx(ctx, s.db, fn)
 }
 
@@ -244,9 +347,16 @@ func inTx(ctx context.Context, b interface {
 // durable (the exclusive lock keeps other readers out, but the protocol does
 // not rely on that). A commit that writes nothing writes no frame and does
 // not fsync, so fn must write.
-func (s *sidecar) durableTx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
+func (s *sidecar) durableTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if _, err := s.fold(ctx); err != nil {
+		return err
+	}
+	return s.durableTxNoFold(ctx, fn)
+}
+
+func (s *sidecar) durableTxNoFold(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
 	if s.durability == DurabilityFull {
-		return s.tx(ctx, fn)
+		return inTx(ctx, s.db, fn)
 	}
 	c, err := s.db.Conn(ctx)
 	if err != nil {
