@@ -7,7 +7,6 @@ import (
 	"database/sql/driver"
 	"encoding/binary"
 	"fmt"
-	"math/rand/v2"
 	"net/url"
 	"strconv"
 	"sync"
@@ -15,6 +14,7 @@ import (
 
 	sqlite3 "github.com/mattn/go-sqlite3"
 
+	"github.com/cambiumdb/cambium/replay"
 	"github.com/cambiumdb/cambium/vfs"
 )
 
@@ -99,8 +99,7 @@ func (r *Replica) connect() (*conn, error) {
 	r.mu.nextID++
 	tag := strconv.Itoa(r.mu.nextID)
 	r.mu.Unlock()
-	c := &conn{r: r, tag: tag, pcg: rand.NewPCG(0, 0)}
-	c.rng = rand.New(c.pcg)
+	c := &conn{r: r, tag: tag, rng: replay.NewRand(0)}
 	q := url.Values{}
 	q.Set("vfs", r.slot.Name())
 	q.Set(vfs.TagParam, tag)
@@ -118,11 +117,8 @@ func (r *Replica) connect() (*conn, error) {
 			return err
 		}
 		// SQLite's PRNG is process-global; these per-connection overrides
-		// draw from a generator seeded per transaction.
-		if err := sc.RegisterFunc("random", c.random, false); err != nil {
-			return err
-		}
-		return sc.RegisterFunc("randomblob", c.randomblob, false)
+		// draw from a generator seeded per transaction, the one replay uses.
+		return c.rng.Register(sc)
 	}}
 	dc, err := d.Open("file:" + r.path + "?" + q.Encode())
 	if err != nil {
@@ -150,15 +146,17 @@ func (r *Replica) recordFor(tag string) *Record {
 // conn wraps a mattn connection. A write transaction — an explicit one, or
 // one autocommit statement that is not read-only — holds the replica's
 // writeMu, fixes the VFS clock and reseeds random() before its first
-// statement, and appends every statement to rec.
+// statement, and appends every statement to rec; a transaction begun for
+// a named mutation (Mutate) records the mutation instead.
 type conn struct {
 	r   *Replica
 	tag string
 	sc  *sqlite3.SQLiteConn
-	pcg *rand.PCG // rng's source, reseeded per write transaction
-	rng *rand.Rand
-	rec *Record // the current write transaction's record, nil outside one
+	rng *replay.Rand // random() and randomblob(), reseeded per write transaction
+	rec *Record      // the current write transaction's record, nil outside one
 	tx  bool
+
+	held bool // writeMu is held by a rebase re-running this transaction, not by the transaction
 }
 
 var (
@@ -169,21 +167,21 @@ var (
 	_ driver.QueryerContext     = (*conn)(nil)
 )
 
-func (c *conn) random() int64 { return int64(c.rng.Uint64()) }
+// mutationKey is the context key under which Mutate hands its mutation to
+// the BeginTx of its transaction.
+type mutationKey struct{}
 
-func (c *conn) randomblob(n int64) []byte {
-	if n < 1 {
-		n = 1
-	}
-	b := make([]byte, n+7)
-	for i := 0; i < len(b)-7; i += 8 {
-		binary.LittleEndian.PutUint64(b[i:], c.rng.Uint64())
-	}
-	return b[:n]
-}
-
-// beginWrite starts a write transaction's bookkeeping.
+// beginWrite starts a write transaction's bookkeeping. A transaction begun
+// with a mutation in ctx (Mutate) records that mutation, not its statements.
 func (c *conn) beginWrite(ctx context.Context) error {
+	if rd, ok := ctx.Value(redoKey{}).(*redoTx); ok {
+		// A rebase re-running a pending transaction: it holds writeMu, and
+		// the transaction keeps its record's context (time and seed).
+		c.held = true
+		c.setContextLocked(rd.rec.Context)
+		c.rec.Mutation = rd.rec.Mutation
+		return nil
+	}
 	select {
 	case c.r.writeMu <- struct{}{}:
 	case <-ctx.Done():
@@ -196,6 +194,9 @@ func (c *conn) beginWrite(ctx context.Context) error {
 		Seed: binary.LittleEndian.Uint64(seed[:]),
 		TZ:   time.Local.String(),
 	})
+	if m, ok := ctx.Value(mutationKey{}).(*replay.Mutation); ok {
+		c.rec.Mutation = m
+	}
 	return nil
 }
 
@@ -203,7 +204,7 @@ func (c *conn) beginWrite(ctx context.Context) error {
 // VFS clock and the random() generator. writeMu must be held.
 func (c *conn) setContextLocked(ctx Context) {
 	c.rec = &Record{Context: ctx}
-	c.pcg.Seed(ctx.Seed, 0) // rng then draws as rand.New(rand.NewPCG(ctx.Seed, 0))
+	c.rng.Reset(ctx.Seed)
 	c.r.slot.SetTime(ctx.Time)
 }
 
@@ -211,11 +212,15 @@ func (c *conn) setContextLocked(ctx Context) {
 func (c *conn) endWrite() {
 	c.rec = nil
 	c.r.slot.SetTime(time.Time{})
+	if c.held {
+		c.held = false
+		return
+	}
 	<-c.r.writeMu
 }
 
 func (c *conn) record(query string, args []driver.NamedValue) error {
-	if c.rec == nil {
+	if c.rec == nil || c.rec.Mutation != nil {
 		return nil
 	}
 	st := Statement{SQL: query, Args: make([]Arg, len(args))}

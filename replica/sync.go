@@ -17,20 +17,6 @@ const (
 	MaxPushBytes   = 16 << 20
 )
 
-// BehindError says the replica cannot pull because it has local commits
-// made on a version older than the server's head: pulling would bury them.
-// Push them to have them decided, or pull with reset to drop them.
-type BehindError struct {
-	Base    uint64 // the version the replica is based on
-	Head    uint64 // the server's head
-	Pending int    // local commits not yet accepted
-}
-
-func (e *BehindError) Error() string {
-	return fmt.Sprintf("replica is at version %d, the server at %d, and %d local commit(s) are pending on the old version: push them, or pull --reset to drop them",
-		e.Base, e.Head, e.Pending)
-}
-
 // PushResult is the server's decision on one pending commit.
 type PushResult struct {
 	Seq       uint64
@@ -42,11 +28,21 @@ type PushResult struct {
 }
 
 // Push sends the pending commits to the server in order, in batches, and
-// drops each accepted one from the pending queue. It stops at the first
-// rejected commit, which stays pending (with the ones after it) and is the
-// last result; an error return means the outcome of the batch in flight is
-// unknown, and pushing again is always safe (the server recognises commits
-// it already stored).
+// reports the server's decision on each (also to Options.OnDecision).
+//
+// While the server takes them as they are (fast-path), each is dropped
+// from the pending queue and the replica advances with it. At the first
+// batch where it does not — a commit merged on top of others' work,
+// replayed on head, or rejected — the replica rebases: it goes to the
+// server's head and re-runs the commits still pending there from their
+// logical records. A commit rejected because its base was stale (the
+// volume's policy is strict) is one of those: it is re-run on head and
+// stays pending for the next Push. Any other rejected commit is dropped,
+// its reason kept (Rejected). Push returns after that batch, so a caller
+// that wants everything sent pushes until Status reports nothing pending.
+//
+// An error return means the outcome of the batch in flight is unknown, and
+// pushing again is always safe (the server recognises commits it stored).
 func (r *Replica) Push(ctx context.Context, c *api.Client) ([]PushResult, error) {
 	pending, err := r.Pending(ctx)
 	if err != nil {
@@ -69,19 +65,32 @@ func (r *Replica) Push(ctx context.Context, c *api.Client) ([]PushResult, error)
 		if err != nil {
 			return out, fmt.Errorf("push: %w", err)
 		}
+		answered := make(map[uint64]PushResult, len(results))
+		diverged := false
 		for i, res := range results {
 			pr := PushResult{Seq: batch[i].Seq, Decision: res.Decision, Version: uint64(res.Version), Duplicate: res.Duplicate, Reason: res.Reason, Err: res.Err}
 			out = append(out, pr)
-			switch res.Decision {
-			case commit.FastPath, commit.Merged:
+			answered[pr.Seq] = pr
+			if r.opts.OnDecision != nil {
+				r.opts.OnDecision(pr)
+			}
+			switch {
+			case res.Decision == commit.FastPath && !diverged:
 				if err := r.MarkPushed(ctx, pr.Seq, pr.Version); err != nil {
 					return out, fmt.Errorf("push: mark commit %d pushed: %w", pr.Seq, err)
 				}
 			default:
-				// Rejected (or a decision this client cannot apply yet):
-				// it and everything after it stay pending.
-				return out, nil
+				// Merged or replayed (stored, but not as the pages this
+				// replica has) or rejected: its state and the server's part
+				// here, and the rebase sorts out each commit's fate.
+				diverged = true
 			}
+		}
+		if diverged {
+			if err := r.rebase(ctx, c, answered); err != nil {
+				return out, fmt.Errorf("push: %w", err)
+			}
+			return out, nil
 		}
 	}
 	return out, nil
@@ -117,8 +126,11 @@ func (r *Replica) request(p PendingCommit, batch []PendingCommit, i int) commit.
 
 // Pull brings the replica to the server's head, fetching each page changed
 // since the replica's version once and applying them atomically. With local
-// commits pending it changes nothing: if the server has moved on it returns
-// a *BehindError saying what to do, else it reports the replica current.
+// commits pending and the server moved on, it rebases: the replica goes to
+// head and re-runs its pending transactions there from their logical
+// records (a commit the server stored meanwhile, from a push whose answer
+// was lost, is not re-run), so the application sees head plus its own
+// pending work.
 func (r *Replica) Pull(ctx context.Context, c *api.Client) (Status, error) {
 	st, err := r.Status(ctx)
 	if err != nil {
@@ -130,9 +142,11 @@ func (r *Replica) Pull(ctx context.Context, c *api.Client) (Status, error) {
 			return st, fmt.Errorf("pull: %w", err)
 		}
 		if uint64(v.Head) > st.BaseVersion {
-			return st, &BehindError{Base: st.BaseVersion, Head: uint64(v.Head), Pending: st.Pending}
+			if err := r.rebase(ctx, c, nil); err != nil {
+				return st, fmt.Errorf("pull: %w", err)
+			}
 		}
-		return st, nil
+		return r.Status(ctx)
 	}
 	pages, h, err := r.fetchChanged(ctx, c, st.BaseVersion)
 	if err != nil {
@@ -164,32 +178,9 @@ func (r *Replica) PullReset(ctx context.Context, c *api.Client) (Status, error) 
 	if err != nil {
 		return st, err
 	}
-	pages, h, err := r.fetchChanged(ctx, c, st.BaseVersion)
+	pages, h, err := r.fetchAt(ctx, c, touched)
 	if err != nil {
 		return st, err
-	}
-	var missing []uint32
-	for _, no := range touched {
-		if _, ok := pages[no]; !ok && no <= h.PageCount {
-			missing = append(missing, no)
-		}
-	}
-	for len(missing) > 0 {
-		chunk := missing[:min(len(missing), api.DefaultMaxReadPages)]
-		missing = missing[len(chunk):]
-		if _, err := c.ReadPages(ctx, r.volume, h.Head, chunk, func(p api.StreamedPage) error {
-			pages[p.No] = p.Data
-			return nil
-		}); err != nil {
-			return st, fmt.Errorf("pull: read pages at %d: %w", h.Head, err)
-		}
-		// A page within the page count that no version ever wrote is zeros,
-		// as in a file SQLite extended without writing.
-		for _, no := range chunk {
-			if _, ok := pages[no]; !ok {
-				pages[no] = make([]byte, r.pageSize)
-			}
-		}
 	}
 	if err := r.Reset(ctx, uint64(h.Head), h.PageCount, pages); err != nil {
 		return st, fmt.Errorf("pull: reset to version %d: %w", h.Head, err)

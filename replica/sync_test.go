@@ -22,9 +22,9 @@ import (
 	"github.com/cambiumdb/cambium/server"
 )
 
-var backends = map[string]func(t *testing.T) server.Config{
-	"Embedded": func(t *testing.T) server.Config { return server.Config{DataDir: t.TempDir()} },
-	"PostgresMinIO": func(t *testing.T) server.Config {
+var backends = map[string]func(t testing.TB) server.Config{
+	"Embedded": func(t testing.TB) server.Config { return server.Config{DataDir: t.TempDir()} },
+	"PostgresMinIO": func(t testing.TB) server.Config {
 		s3 := testutil.MustS3(t)
 		return server.Config{
 			PostgresURL: testutil.MustPostgresSchema(t),
@@ -34,7 +34,7 @@ var backends = map[string]func(t *testing.T) server.Config{
 	},
 }
 
-func mustServer(t *testing.T, cfg server.Config) (*server.Server, *api.Client) {
+func mustServer(t testing.TB, cfg server.Config) (*server.Server, *api.Client) {
 	t.Helper()
 	srv, err := server.Open(context.Background(), cfg)
 	if err != nil {
@@ -49,7 +49,7 @@ func mustServer(t *testing.T, cfg server.Config) (*server.Server, *api.Client) {
 }
 
 // mustReplica opens a replica of volume in dir and a *sql.DB on it.
-func mustReplica(t *testing.T, path, volume string) (*replica.Replica, *sql.DB) {
+func mustReplica(t testing.TB, path, volume string) (*replica.Replica, *sql.DB) {
 	t.Helper()
 	ctx := context.Background()
 	r, err := replica.Open(ctx, path, replica.Options{Volume: volume})

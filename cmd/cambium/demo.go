@@ -139,26 +139,42 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	if len(res) == 0 || res[len(res)-1].Decision != commit.Replayed {
+		return fmt.Errorf("demo: alice's stale commit was not replayed: %+v", res)
+	}
+	say("   her commit was based on an old version and touched what bob changed, so the")
+	say("   server replayed its SQL on the head; her replica then caught up (rebase).")
+
+	if _, err := dbA.ExecContext(ctx, `INSERT INTO notes(author, body) VALUES (?, ?)`, "alice", "bring the slides"); err != nil {
+		return err
+	}
+	say("7. alice writes again, on the head now, and pushes:")
+	if _, err := push("alice", a); err != nil {
+		return err
+	}
+
+	if _, err := c.Configure(ctx, "notes", api.Settings{Policy: "strict"}); err != nil {
+		return err
+	}
+	if _, err := dbB.ExecContext(ctx, `INSERT INTO notes(author, body) VALUES (?, ?)`, "bob", "see you there"); err != nil {
+		return err
+	}
+	say("8. the volume's policy becomes strict (stale commits rejected, as Graft does);")
+	say("   bob, behind, writes and pushes:")
+	res, err = push("bob", b)
+	if err != nil {
+		return err
+	}
 	var stale *commit.StaleBaseError
 	if len(res) == 0 || !errors.As(res[len(res)-1].Err, &stale) {
-		return fmt.Errorf("demo: alice's stale push was not rejected as stale: %+v", res)
+		return fmt.Errorf("demo: bob's stale push was not rejected as stale: %+v", res)
 	}
-	say("   alice is told why: her commit was based on version %d, the head is %d", stale.Base, stale.Head)
-
-	_, err = a.Pull(ctx, c)
-	var behind *replica.BehindError
-	if !errors.As(err, &behind) {
-		return fmt.Errorf("demo: pull with a stale pending commit: %v", err)
-	}
-	say("7. alice pulls; the replica explains: %v", err)
-	if _, err := a.PullReset(ctx, c); err != nil {
+	say("   bob is told why (based on version %d, head %d); his replica re-ran the", stale.Base, stale.Head)
+	say("   transaction on the head, and he pushes again:")
+	if _, err := push("bob", b); err != nil {
 		return err
 	}
-	if _, err := dbA.ExecContext(ctx, `INSERT INTO notes(author, body) VALUES (?, ?)`, "alice", "meeting at noon"); err != nil {
-		return err
-	}
-	say("8. alice pulls with --reset (drops her stale commit, goes to the head), redoes her write and pushes:")
-	if _, err := push("alice", a); err != nil {
+	if _, err := a.Pull(ctx, c); err != nil {
 		return err
 	}
 
@@ -166,7 +182,7 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	say("9. bob pulls: at version %d", st.BaseVersion)
+	say("9. both pull: at version %d", st.BaseVersion)
 
 	rows, err := dbB.QueryContext(ctx, `SELECT author, body FROM notes ORDER BY id`)
 	if err != nil {

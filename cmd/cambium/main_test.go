@@ -87,21 +87,23 @@ func TestCLI_Workflow(t *testing.T) {
 	if err == nil || !strings.Contains(out, "rejected") || !strings.Contains(out, "stale base") {
 		t.Fatalf("stale push: err %v, want a rejection naming the stale base:\n%s", err, out)
 	}
+	// Under strict the stale commit is not dropped: the replica re-ran it on
+	// the head (rebase), so it is pending on version 3 and the next push
+	// takes it.
 	var st replicaStatus
 	if err := json.Unmarshal([]byte(mustCLI(t, "status", a, "--json", s)), &st); err != nil {
 		t.Fatal(err)
 	}
-	if st.Pending != 1 || st.Head != 3 || st.Version != 2 {
-		t.Fatalf("status after the rejection = %+v, want version 2, head 3, 1 pending", st)
+	if st.Pending != 1 || st.Head != 3 || st.Version != 3 {
+		t.Fatalf("status after the rejection = %+v, want version 3, head 3, 1 pending", st)
 	}
-	if _, err := cli(t, "pull", a, s); err == nil || !strings.Contains(err.Error(), "pull --reset") {
-		t.Fatalf("pull with a stale pending commit: %v, want advice to reset", err)
+	if out := mustCLI(t, "push", a, s); !strings.Contains(out, "fast-path") {
+		t.Fatalf("push after the rebase: want fast-path:\n%s", out)
 	}
-	mustCLI(t, "pull", "--reset", a, s)
 	mustCLI(t, "exec", a, "INSERT INTO n(body) VALUES (?)", "redone")
 	mustCLI(t, "push", a, s)
 	mustCLI(t, "pull", b, s)
-	want := "first\nfrom b\nredone\n"
+	want := "first\nfrom b\nstale\nredone\n"
 	for _, f := range []string{a, b} {
 		var rows []map[string]any
 		if err := json.Unmarshal([]byte(mustCLI(t, "query", f, "SELECT body FROM n ORDER BY id", "--json")), &rows); err != nil {
@@ -117,6 +119,56 @@ func TestCLI_Workflow(t *testing.T) {
 	}
 	if _, err := cli(t, "exec", filepath.Join(dir, "missing.db"), "SELECT 1"); err == nil || !strings.Contains(err.Error(), "cambium clone") {
 		t.Fatalf("exec on a non-replica: %v, want advice to clone", err)
+	}
+}
+
+// TestCLI_Hybrid: on the default policy a stale commit is replayed and the
+// replica catches up; one that fails on head is rejected, dropped, and
+// cambium status says why.
+func TestCLI_Hybrid(t *testing.T) {
+	ctx := context.Background()
+	srv, err := server.Open(ctx, server.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	defer func() { ts.Close(); srv.Close(ctx) }()
+	s := "--server=" + ts.URL
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.db"), filepath.Join(dir, "b.db")
+	mustCLI(t, "volume", "create", "bank", s)
+	mustCLI(t, "clone", "bank", a, s)
+	mustCLI(t, "exec", a, "CREATE TABLE acct(id INTEGER PRIMARY KEY, balance INTEGER CHECK (balance >= 0))")
+	mustCLI(t, "exec", a, "INSERT INTO acct VALUES (1, 100)")
+	mustCLI(t, "push", a, s)
+	mustCLI(t, "clone", "bank", b, s)
+	mustCLI(t, "exec", a, "UPDATE acct SET balance = balance - 30 WHERE id = 1")
+	mustCLI(t, "push", a, s)
+
+	mustCLI(t, "exec", b, "UPDATE acct SET balance = balance - 50 WHERE id = 1")
+	if out := mustCLI(t, "push", b, s); !strings.Contains(out, "replayed, version 4") {
+		t.Fatalf("stale push: want it replayed as version 4:\n%s", out)
+	}
+	if out := mustCLI(t, "query", b, "SELECT balance FROM acct"); !strings.Contains(out, "20") {
+		t.Fatalf("b after the replay: want balance 20:\n%s", out)
+	}
+	mustCLI(t, "pull", a, s)
+	mustCLI(t, "exec", a, "UPDATE acct SET balance = balance - 20 WHERE id = 1")
+	mustCLI(t, "push", a, s)
+	mustCLI(t, "exec", b, "UPDATE acct SET balance = balance - 10 WHERE id = 1") // fine on b, overdraws on head
+	out, err := cli(t, "push", b, s)
+	if err == nil || !strings.Contains(out, "CHECK constraint failed") || !strings.Contains(err.Error(), "cambium status") {
+		t.Fatalf("overdraft push: err %v, want a rejection naming the constraint:\n%s", err, out)
+	}
+	var st replicaStatus
+	if err := json.Unmarshal([]byte(mustCLI(t, "status", b, "--json", s)), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Pending != 0 || st.Version != 5 || len(st.Rejected) != 1 || st.Rejected[0].Kind != "constraint" {
+		t.Fatalf("status after the rejection = %+v, want at version 5, nothing pending, one constraint rejection", st)
+	}
+	if out := mustCLI(t, "status", b, s); !strings.Contains(out, "rejected and dropped") || !strings.Contains(out, "balance >= 0") {
+		t.Fatalf("status:\n%s", out)
 	}
 }
 
@@ -149,7 +201,7 @@ func TestCLI_Mutator(t *testing.T) {
 
 func TestCLI_Demo(t *testing.T) {
 	out := mustCLI(t, "demo", "--dir", t.TempDir())
-	for _, want := range []string{"rejected", "stale base", "pull --reset", "byte-identical"} {
+	for _, want := range []string{"replayed", "rejected", "stale base", "byte-identical"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("demo output lacks %q:\n%s", want, out)
 		}

@@ -51,7 +51,14 @@ const pushUsage = `Usage:
   cambium push FILE [--json] [--server URL]
 
 Sends the replica's pending commits to the server, in order, and prints each
-one's decision and version. A rejected commit stays pending, with the reason.
+one's decision: fast-path (stored as it was), merged (stored as it was, on
+top of others' work it did not touch), replayed (its SQL re-run on the head)
+or rejected, with the reason and version. After a merge, replay or
+rejection the replica catches up with the server (rebase): it goes to the
+head and re-runs its other pending transactions there. A commit rejected as
+stale (policy strict) stays pending, re-run on the head, for the next push;
+any other rejected commit is dropped, and cambium status keeps its reason.
+Exits non-zero when a commit was rejected.
 
 Example:
   cambium push notes.db
@@ -61,9 +68,9 @@ const pullUsage = `Usage:
   cambium pull FILE [--reset] [--json] [--server URL]
 
 Brings the replica to the server's head, fetching each changed page once.
-A replica whose pending commits were made on an older version is left as it
-is, with an explanation: push them, or pull --reset to drop them and go to
-the head.
+A replica with pending commits made on an older version rebases: it goes to
+the head and re-runs those transactions there, so it shows the head plus its
+own pending work. --reset drops the pending commits instead.
 
 Example:
   cambium pull notes.db
@@ -73,7 +80,8 @@ Example:
 const statusUsage = `Usage:
   cambium status FILE [--json] [--server URL]
 
-Prints the replica's version, the server's head, and the pending commits.
+Prints the replica's version, the server's head, the pending commits, and
+the transactions the server rejected, with their reasons.
 
 Example:
   cambium status notes.db --json
@@ -287,10 +295,13 @@ type pushResultJSON struct {
 }
 
 func describe(res replica.PushResult) string {
-	if res.Decision == commit.Rejected {
+	switch res.Decision {
+	case commit.Rejected:
 		return fmt.Sprintf("commit %d: rejected: %s", res.Seq, res.Reason)
+	case commit.FastPath:
+		return fmt.Sprintf("commit %d: %s, version %d", res.Seq, res.Decision, res.Version)
 	}
-	return fmt.Sprintf("commit %d: %s, version %d", res.Seq, res.Decision, res.Version)
+	return fmt.Sprintf("commit %d: %s, version %d (%s)", res.Seq, res.Decision, res.Version, res.Reason)
 }
 
 func runPush(ctx context.Context, env *cliEnv, args []string) error {
@@ -322,8 +333,15 @@ func runPush(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	if n := len(results); n > 0 && results[n-1].Decision == commit.Rejected {
-		return fmt.Errorf("commit %d was rejected and stays pending; see cambium pull --help", results[n-1].Seq)
+	for _, res := range results {
+		var stale *commit.StaleBaseError
+		switch {
+		case res.Decision != commit.Rejected:
+		case errors.As(res.Err, &stale):
+			return fmt.Errorf("commit %d was rejected as stale; the replica re-ran it on the head and it is pending: push again", res.Seq)
+		default:
+			return fmt.Errorf("commit %d was rejected and dropped; cambium status shows why", res.Seq)
+		}
 	}
 	return nil
 }
@@ -364,6 +382,8 @@ type replicaStatus struct {
 	Pages    uint32 `json:"pages"`
 	PageSize int    `json:"page_size"`
 	Pending  int    `json:"pending"`
+
+	Rejected []replica.RejectedCommit `json:"rejected,omitempty"`
 }
 
 func statusJSON(st replica.Status, head int64) replicaStatus {
@@ -389,8 +409,14 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) error {
 	if v, herr = client(*server).Volume(ctx, st.Volume); herr == nil {
 		head = v.Head
 	}
+	rejected, err := r.Rejected(ctx)
+	if err != nil {
+		return err
+	}
 	if *asJSON {
-		return printJSON(env.stdout, statusJSON(st, head))
+		out := statusJSON(st, head)
+		out.Rejected = rejected
+		return printJSON(env.stdout, out)
 	}
 	fmt.Fprintf(env.stdout, "volume %s, replica at version %d (%d pages of %d bytes)\n", st.Volume, st.BaseVersion, st.PageCount, st.PageSize)
 	if herr != nil {
@@ -400,7 +426,17 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	fmt.Fprintf(env.stdout, "%d commit(s) pending push\n", st.Pending)
 	if head > int64(st.BaseVersion) && st.Pending > 0 {
-		fmt.Fprintln(env.stdout, "the pending commits were made on an older version: push them, or pull --reset to drop them")
+		fmt.Fprintln(env.stdout, "the pending commits were made on an older version: push them (the server merges or replays them), or pull to re-run them on the head")
+	}
+	if len(rejected) > 0 {
+		fmt.Fprintf(env.stdout, "%d transaction(s) rejected and dropped:\n", len(rejected))
+		for _, rc := range rejected {
+			kind := rc.Code
+			if rc.Kind != "" {
+				kind += "/" + rc.Kind
+			}
+			fmt.Fprintf(env.stdout, "  commit %d at %s: %s: %s\n", rc.Seq, rc.At.Format("2006-01-02 15:04:05"), kind, rc.Reason)
+		}
 	}
 	return nil
 }
