@@ -16,7 +16,7 @@ import (
 // Seeds are checked in under testdata/fuzz/<FuzzName>/; they are real
 // SQLite databases and page 1s of 512-byte pages. Regenerate them with
 //
-//	go test ./conflict/ -run TestWriteFuzzSeeds -args -write-seeds
+//	go test ./conflict/ -run TestFuzzSeeds -args -write-seeds
 var writeSeeds = flag.Bool("write-seeds", false, "rewrite the fuzz seeds in testdata/fuzz")
 
 const fuzzPageSize = 512
@@ -110,11 +110,25 @@ func FuzzDetect(f *testing.F) {
 	})
 }
 
-// TestWriteFuzzSeeds writes the seeds of FuzzNameTables and FuzzDetect from
-// real SQLite databases, when run with -write-seeds.
-func TestWriteFuzzSeeds(t *testing.T) {
+// TestFuzzSeeds checks that the checked-in seeds of FuzzNameTables and
+// FuzzDetect are there and in the fuzzing corpus format; with -write-seeds
+// it rewrites them from real SQLite databases.
+func TestFuzzSeeds(t *testing.T) {
 	if !*writeSeeds {
-		t.Skip("run with -write-seeds to rewrite testdata/fuzz")
+		for _, target := range []string{"FuzzNameTables", "FuzzDetect"} {
+			dir := filepath.Join("testdata", "fuzz", target)
+			entries, err := os.ReadDir(dir)
+			if err != nil || len(entries) == 0 {
+				t.Fatalf("%s: %d seeds, %v; want the checked-in seeds (regenerate with -write-seeds)", dir, len(entries), err)
+			}
+			for _, e := range entries {
+				b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+				if err != nil || !strings.HasPrefix(string(b), "go test fuzz v1\n") {
+					t.Fatalf("seed %s/%s is not a fuzz corpus file: %v", dir, e.Name(), err)
+				}
+			}
+		}
+		return
 	}
 	small := func(setup []string, stmts ...string) *volume {
 		v := newVolume(t)
