@@ -13,6 +13,7 @@ type Metrics struct {
 	groups     *prometheus.CounterVec
 	groupSize  prometheus.Histogram
 	groupDelay prometheus.Histogram
+	replays    *prometheus.HistogramVec
 }
 
 // NewMetrics creates the commit metrics and registers them with reg.
@@ -37,7 +38,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}),
 	}
-	reg.MustRegister(m.decisions, m.groups, m.groupSize, m.groupDelay)
+	m.replays = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "cambium_replay_seconds",
+		Help:    "Time to replay a stale commit's record on head, by outcome (replayed, rejected, error).",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+	}, []string{"outcome"})
+	reg.MustRegister(m.decisions, m.groups, m.groupSize, m.groupDelay, m.replays)
 	return m
 }
 
@@ -60,4 +66,10 @@ func (m *Metrics) observeGroup(group []*unit, err error, d time.Duration) {
 	}
 	m.groupSize.Observe(float64(n))
 	m.groupDelay.Observe(d.Seconds())
+}
+
+func (m *Metrics) observeReplay(outcome string, d time.Duration) {
+	if m != nil {
+		m.replays.WithLabelValues(outcome).Observe(d.Seconds())
+	}
 }

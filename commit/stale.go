@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -100,8 +101,17 @@ func (d *volumeDecider) stale(ctx context.Context, r *Request, base int64, mustR
 	if len(r.Record) == 0 || d.c.Replayer == nil {
 		return reject(&ConflictError{Seq: r.Seq, Base: base, Head: d.head, Reason: why + "; it has no logical record to replay"})
 	}
+	started := time.Now()
 	out, err := d.replay(ctx, r)
 	var rej *replay.RejectError
+	switch {
+	case errors.As(err, &rej):
+		d.c.Metrics.observeReplay("rejected", time.Since(started))
+	case err != nil:
+		d.c.Metrics.observeReplay("error", time.Since(started))
+	default:
+		d.c.Metrics.observeReplay("replayed", time.Since(started))
+	}
 	switch {
 	case errors.As(err, &rej):
 		prop.Decision, prop.Err = Rejected, &ReplayError{Seq: r.Seq, Kind: string(rej.Code), Reason: rej.Reason}

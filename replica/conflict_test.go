@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -141,6 +143,17 @@ func TestConflict_HotCounter(t *testing.T) {
 				t.Fatalf("decisions %v: no commit was replayed; the test did not race", counts)
 			}
 			t.Logf("decisions: %v", counts)
+			// The server counts and times its replays.
+			resp, err := http.Get(c.BaseURL + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			want := fmt.Sprintf(`cambium_replay_seconds_count{outcome="replayed"} %d`, counts[commit.Replayed])
+			if !strings.Contains(string(body), want) {
+				t.Fatalf("/metrics lacks %s", want)
+			}
 		})
 	}
 }
