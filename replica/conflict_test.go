@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cambiumdb/cambium/api"
@@ -430,10 +431,12 @@ func TestConflict_NamedMutations(t *testing.T) {
 			errs := make(chan error, writers)
 			replayed := 0
 			var mu sync.Mutex
+			var delivered atomic.Int64 // decisions handed to Options.OnDecision
 			for w := range writers {
 				path := filepath.Join(dir, fmt.Sprintf("w%d.db", w))
 				r, err := replica.Open(ctx, path, replica.Options{Volume: "m",
-					Mutators: &replica.ServerMutators{Client: c, Volume: "m", Local: handlers}})
+					Mutators:   &replica.ServerMutators{Client: c, Volume: "m", Local: handlers},
+					OnDecision: func(replica.PushResult) { delivered.Add(1) }})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -478,6 +481,9 @@ func TestConflict_NamedMutations(t *testing.T) {
 			}
 			if replayed == 0 {
 				t.Fatal("no mutation was replayed; the test did not race")
+			}
+			if got := delivered.Load(); got != writers*10 {
+				t.Fatalf("OnDecision saw %d decisions, want %d", got, writers*10)
 			}
 		})
 	}
