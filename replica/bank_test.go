@@ -56,14 +56,7 @@ func TestConflict_Bank(t *testing.T) {
 				counts = map[commit.Decision]int{}
 				wg     sync.WaitGroup
 			)
-			rs := make([]*replica.Replica, replicas)
-			dbs := make([]*sql.DB, replicas)
-			for i := range rs {
-				rs[i], dbs[i] = mustReplica(t, filepath.Join(dir, fmt.Sprintf("r%d.db", i)), "bank")
-				if _, err := rs[i].Pull(ctx, c); err != nil {
-					t.Fatal(err)
-				}
-			}
+			rs, dbs := mustClones(t, c, dir, "bank", replicas)
 			errs := make(chan error, replicas)
 			for i := range rs {
 				wg.Go(func() {

@@ -2,8 +2,6 @@ package replica_test
 
 import (
 	"context"
-	"database/sql"
-	"fmt"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -13,7 +11,6 @@ import (
 	"github.com/cambiumdb/cambium/api"
 	"github.com/cambiumdb/cambium/commit"
 	"github.com/cambiumdb/cambium/replay"
-	"github.com/cambiumdb/cambium/replica"
 )
 
 // timedReplayer records how long each replay takes.
@@ -80,14 +77,7 @@ func BenchmarkHotCounter(b *testing.B) {
 			mustExec(b, seedDB, "CREATE TABLE c(id INTEGER PRIMARY KEY, n INTEGER NOT NULL)")
 			mustExec(b, seedDB, "INSERT INTO c VALUES (1, 0)")
 			pushAll(b, seed, c)
-			rs := make([]*replica.Replica, replicas)
-			dbs := make([]*sql.DB, replicas)
-			for i := range rs {
-				rs[i], dbs[i] = mustReplica(b, filepath.Join(dir, fmt.Sprintf("r%d.db", i)), "hot")
-				if _, err := rs[i].Pull(ctx, c); err != nil {
-					b.Fatal(err)
-				}
-			}
+			rs, dbs := mustClones(b, c, dir, "hot", replicas)
 			per := max(1, b.N/replicas)
 			var pushes sync.WaitGroup
 			var mu sync.Mutex

@@ -95,14 +95,7 @@ func TestConflict_HotCounter(t *testing.T) {
 				counts = map[commit.Decision]int{}
 				wg     sync.WaitGroup
 			)
-			rs := make([]*replica.Replica, replicas)
-			dbs := make([]*sql.DB, replicas)
-			for i := range rs {
-				rs[i], dbs[i] = mustReplica(t, filepath.Join(dir, fmt.Sprintf("r%d.db", i)), "hot")
-				if _, err := rs[i].Pull(ctx, c); err != nil {
-					t.Fatal(err)
-				}
-			}
+			rs, dbs := mustClones(t, c, dir, "hot", replicas)
 			errs := make(chan error, replicas)
 			for i := range rs {
 				wg.Go(func() {
@@ -256,14 +249,7 @@ func TestConflict_DisjointWriters(t *testing.T) {
 				counts = map[commit.Decision]int{}
 				wg     sync.WaitGroup
 			)
-			rs := make([]*replica.Replica, writers)
-			dbs := make([]*sql.DB, writers)
-			for w := range rs {
-				rs[w], dbs[w] = mustReplica(t, filepath.Join(dir, fmt.Sprintf("w%d.db", w)), "disjoint")
-				if _, err := rs[w].Pull(ctx, c); err != nil {
-					t.Fatal(err)
-				}
-			}
+			rs, dbs := mustClones(t, c, dir, "disjoint", writers)
 			errs := make(chan error, writers)
 			for w := range rs {
 				wg.Go(func() {
@@ -551,4 +537,18 @@ func TestConflict_Resolver(t *testing.T) {
 	if got := queryInt(t, dbB, "SELECT v FROM y"); got != 2 {
 		t.Fatalf("y.v = %d after two accepted updates and a rejected one, want 2", got)
 	}
+}
+
+// mustClones opens n replicas of volume in dir, each pulled to head.
+func mustClones(t testing.TB, c *api.Client, dir, volume string, n int) ([]*replica.Replica, []*sql.DB) {
+	t.Helper()
+	rs := make([]*replica.Replica, n)
+	dbs := make([]*sql.DB, n)
+	for i := range rs {
+		rs[i], dbs[i] = mustReplica(t, filepath.Join(dir, fmt.Sprintf("r%d.db", i)), volume)
+		if _, err := rs[i].Pull(context.Background(), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return rs, dbs
 }
