@@ -11,6 +11,7 @@ import (
 type Metrics struct {
 	decisions  *prometheus.CounterVec
 	groups     *prometheus.CounterVec
+	segments   *prometheus.CounterVec
 	groupSize  prometheus.Histogram
 	groupDelay prometheus.Histogram
 	replays    *prometheus.HistogramVec
@@ -27,6 +28,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "cambium_commit_groups_total",
 			Help: "Group commits attempted, by outcome (ok, error).",
 		}, []string{"outcome"}),
+		segments: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cambium_commit_segments_total",
+			Help: "Segments group commit uploaded, by upload: ahead (before the decisions, pages filed under predicted versions), locked (under the volume locks, for accepted commits the prediction missed), unused (ahead, then used by no commit and deleted).",
+		}, []string{"upload"}),
 		groupSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "cambium_commit_group_commits",
 			Help:    "Commits per group commit (one segment upload and one metadata transaction).",
@@ -43,16 +48,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help:    "Time to replay a stale commit's record on head, by outcome (replayed, rejected, error).",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 	}, []string{"outcome"})
-	reg.MustRegister(m.decisions, m.groups, m.groupSize, m.groupDelay, m.replays)
+	reg.MustRegister(m.decisions, m.groups, m.segments, m.groupSize, m.groupDelay, m.replays)
 	return m
 }
 
-func (m *Metrics) observeGroup(group []*unit, err error, d time.Duration) {
+func (m *Metrics) observeGroup(group []*unit, up uploads, err error, d time.Duration) {
+	m.segments.WithLabelValues("unused").Add(float64(len(up.unused)))
 	if err != nil {
 		m.groups.WithLabelValues("error").Inc()
 		return
 	}
 	m.groups.WithLabelValues("ok").Inc()
+	m.segments.WithLabelValues("ahead").Add(float64(up.ahead))
+	m.segments.WithLabelValues("locked").Add(float64(up.locked))
 	n := 0
 	for _, u := range group {
 		for _, r := range u.results {

@@ -2,6 +2,7 @@ package commit
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -107,19 +108,23 @@ func (s *snapshot) page1At(ctx context.Context, v int64) (uint32, []byte, error)
 		p1, err := s.readStored(ctx, 1, s.vol.Head)
 		return count, p1, err
 	}
-	count := s.vol.PageCount
-	if v < s.vol.Head {
-		c, err := s.c.meta.Commit(ctx, s.vol.ID, v)
-		if err != nil {
-			return 0, nil, fmt.Errorf("commit %d of volume %d: %w", v, s.vol.ID, err)
-		}
-		count = c.PageCount
-	}
-	if count == 0 {
+	if v == s.vol.Head && s.vol.PageCount == 0 {
 		return 0, nil, nil
 	}
 	p1, err := s.readStored(ctx, 1, v)
-	return count, p1, err
+	if errors.Is(err, pgschema.ErrPageNotFound) {
+		return 0, nil, nil // an empty version
+	}
+	if err != nil {
+		return 0, nil, err
+	}
+	if v == s.vol.Head {
+		return s.vol.PageCount, p1, nil
+	}
+	// A committed page 1 carries its version's page count (bytes 28-31,
+	// valid since the commit wrote both change counters alike): no query
+	// for the commit row. conflict.Detect checks the header either way.
+	return binary.BigEndian.Uint32(p1[28:32]), p1, nil
 }
 
 // readStored reads page pgno of stored version v.

@@ -90,7 +90,6 @@ func (d *volumeDecider) stale(ctx context.Context, r *Request, base int64, mustR
 				why = "the application asked for a replay: " + v.Reason
 			}
 		} else {
-			d.nameTables(ctx, rep)
 			why = rep.Reason()
 		}
 	} else if why == "" {
@@ -99,6 +98,12 @@ func (d *volumeDecider) stale(ctx context.Context, r *Request, base int64, mustR
 
 	// 5. Replay the record on head.
 	if len(r.Record) == 0 || d.c.Replayer == nil {
+		// The client gets only this reason to go on: name the tables. (Not
+		// for replays: it costs page reads under the volume's lock.)
+		if prop.Conflict != nil && !prop.Conflict.Mergeable() {
+			d.nameTables(ctx, prop.Conflict)
+			why = prop.Conflict.Reason()
+		}
 		return reject(&ConflictError{Seq: r.Seq, Base: base, Head: d.head, Reason: why + "; it has no logical record to replay"})
 	}
 	started := time.Now()
