@@ -36,22 +36,6 @@ type RejectedCommit struct {
 	Reason string    `json:"reason"` // in words
 }
 
-const rebaseSchema = `
-CREATE TABLE IF NOT EXISTS redo(
-	seq     INTEGER PRIMARY KEY,
-	new_seq INTEGER,
-	record  BLOB NOT NULL
-) STRICT;
-CREATE TABLE IF NOT EXISTS rejected(
-	seq    INTEGER PRIMARY KEY,
-	at     INTEGER NOT NULL,
-	code   TEXT NOT NULL,
-	kind   TEXT NOT NULL,
-	reason TEXT NOT NULL,
-	record BLOB NOT NULL
-) STRICT;
-`
-
 // rebase brings the replica to the server's head and re-runs on it the
 // pending commits that the server has not stored. results are this push's
 // answers, by sequence number: a commit stored (whatever its decision) is
@@ -117,9 +101,6 @@ func (r *Replica) rebase(ctx context.Context, c *api.Client, results map[uint64]
 		return err
 	}
 	r.resetExtra = func(ctx context.Context, tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, rebaseSchema); err != nil {
-			return err
-		}
 		for _, p := range pending {
 			if err, ok := rejected[p.Seq]; ok {
 				code, kind, reason := rejectionOf(err)
@@ -133,6 +114,9 @@ func (r *Replica) rebase(ctx context.Context, c *api.Client, results map[uint64]
 			if _, err := tx.ExecContext(ctx, "INSERT OR REPLACE INTO redo(seq, record) VALUES(?,?)", p.Seq, recordBytes(p.Record)); err != nil {
 				return err
 			}
+		}
+		if len(redo) > 0 {
+			r.noRedo.Store(false)
 		}
 		return nil
 	}
@@ -148,16 +132,16 @@ func (r *Replica) rebase(ctx context.Context, c *api.Client, results map[uint64]
 // order, each as a local commit with its own sequence number. One that
 // fails on the new head for a reason of its own (a constraint, say) is
 // dropped into the rejected table. writeMu must be held.
-func (r *Replica) finishRedoHeld(ctx context.Context) error {
+func (r *Replica) finishRedoHeld(ctx context.Context) (err error) {
+	if r.noRedo.Load() {
+		return nil
+	}
 	type row struct {
 		seq    uint64
 		record []byte
 	}
 	var rows []row
-	err := r.side.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, rebaseSchema); err != nil {
-			return err
-		}
+	err = r.side.tx(ctx, func(tx *sql.Tx) error {
 		// A redo row whose new commit is pending was re-run before a crash.
 		if _, err := tx.ExecContext(ctx, "DELETE FROM redo WHERE new_seq IN (SELECT seq FROM pending)"); err != nil {
 			return err
@@ -179,6 +163,11 @@ func (r *Replica) finishRedoHeld(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("redo: %w", err)
 	}
+	defer func() {
+		if err == nil {
+			r.noRedo.Store(true)
+		}
+	}()
 	for _, x := range rows {
 		rec, err := replay.DecodeRecord(x.record)
 		if err == nil {
@@ -265,9 +254,6 @@ func (r *Replica) Rejected(ctx context.Context) ([]RejectedCommit, error) {
 	}
 	var out []RejectedCommit
 	err := r.side.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, rebaseSchema); err != nil {
-			return err
-		}
 		rs, err := tx.QueryContext(ctx, "SELECT seq, at, code, kind, reason FROM rejected ORDER BY seq")
 		if err != nil {
 			return err

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cambiumdb/cambium/replay"
@@ -178,6 +179,9 @@ type Replica struct {
 	// resetExtra, when set (by a rebase holding writeMu), runs inside the
 	// sidecar transaction of Reset, so what it stores commits with it.
 	resetExtra func(ctx context.Context, tx *sql.Tx) error
+	// noRedo is set once the sidecar is known to hold no transaction
+	// waiting to be re-run (rebase.go), so a rebase skips looking.
+	noRedo atomic.Bool
 
 	// state caches the sidecar's bookkeeping so a commit does not read it.
 	state struct {

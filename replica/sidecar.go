@@ -34,6 +34,10 @@ import (
 //	               each with the same columns; a checkpoint folds them in.
 //	remote         at most one server state being applied (ApplyRemote, Reset)
 //	remote_page    its pages
+//	redo           pending transactions a rebase is re-running on a new
+//	               head, with the sequence number each re-run takes
+//	               (rebase.go)
+//	rejected       transactions the server rejected, dropped, with why
 //
 // next_seq in meta is only a floor: the next sequence number is the larger
 // of it, max(pending.seq)+1 and the redo log's last frame+1, so a commit
@@ -66,6 +70,19 @@ CREATE TABLE IF NOT EXISTS remote_page(
 	data    BLOB NOT NULL,
 	PRIMARY KEY(version, pgno)
 ) STRICT, WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS redo(
+	seq     INTEGER PRIMARY KEY,
+	new_seq INTEGER,
+	record  BLOB NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS rejected(
+	seq    INTEGER PRIMARY KEY,
+	at     INTEGER NOT NULL,
+	code   TEXT NOT NULL,
+	kind   TEXT NOT NULL,
+	reason TEXT NOT NULL,
+	record BLOB NOT NULL
+) STRICT;
 `
 
 // Meta keys.
