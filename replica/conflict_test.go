@@ -552,3 +552,40 @@ func mustClones(t testing.TB, c *api.Client, dir, volume string, n int) ([]*repl
 	}
 	return rs, dbs
 }
+
+// TestSync_PushInBatches: a queue longer than one push request goes in
+// several, each based on the version the one before reached, so all of a
+// lone writer's commits are fast-path.
+func TestSync_PushInBatches(t *testing.T) {
+	ctx := context.Background()
+	_, c := mustServer(t, backends["Embedded"](t))
+	if _, err := c.CreateVolume(ctx, "b", 0); err != nil {
+		t.Fatal(err)
+	}
+	r, err := replica.Open(ctx, filepath.Join(t.TempDir(), "b.db"), replica.Options{Volume: "b", PushBatch: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(ctx)
+	db, err := sql.Open("cambium", r.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	mustExec(t, db, "CREATE TABLE t(x)")
+	for i := range 7 {
+		mustExec(t, db, "INSERT INTO t VALUES (?)", i)
+	}
+	res, err := r.Push(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 8 {
+		t.Fatalf("%d results, want 8", len(res))
+	}
+	for i, p := range res {
+		if p.Decision != commit.FastPath || p.Version != uint64(i+1) {
+			t.Fatalf("result %d = %+v, want fast-path at version %d", i, p, i+1)
+		}
+	}
+}

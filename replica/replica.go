@@ -100,6 +100,9 @@ type Options struct {
 	// OnDecision, if set, is called with the server's decision on each
 	// pushed commit, in order, from Push.
 	OnDecision func(PushResult)
+	// PushBatch is the most commits one push request carries;
+	// MaxPushCommits if 0 (and at most that).
+	PushBatch int
 }
 
 // Status is a snapshot of a replica's bookkeeping.

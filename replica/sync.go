@@ -51,7 +51,7 @@ func (r *Replica) Push(ctx context.Context, c *api.Client) ([]PushResult, error)
 	var out []PushResult
 	for len(pending) > 0 {
 		n, size := 0, 0
-		for n < len(pending) && n < MaxPushCommits && (n == 0 || size < MaxPushBytes) {
+		for n < len(pending) && n < r.pushBatch() && (n == 0 || size < MaxPushBytes) {
 			size += len(pending[n].Pages) * r.pageSize
 			n++
 		}
@@ -91,6 +91,14 @@ func (r *Replica) Push(ctx context.Context, c *api.Client) ([]PushResult, error)
 				return out, fmt.Errorf("push: %w", err)
 			}
 			return out, nil
+		}
+		// The whole batch went fast-path: the commits still to send are now
+		// based on the version its last one became (MarkPushed rebased their
+		// rows; these copies were read before).
+		if n := len(out); n > 0 {
+			for i := range pending {
+				pending[i].BaseVersion = out[n-1].Version
+			}
 		}
 	}
 	return out, nil
@@ -200,4 +208,11 @@ func (r *Replica) fetchChanged(ctx context.Context, c *api.Client, from uint64) 
 		return nil, h, fmt.Errorf("pull: %w", err)
 	}
 	return pages, h, nil
+}
+
+func (r *Replica) pushBatch() int {
+	if r.opts.PushBatch > 0 {
+		return min(r.opts.PushBatch, MaxPushCommits)
+	}
+	return MaxPushCommits
 }
