@@ -523,39 +523,53 @@ func (r *Replica) pendingRowsLogLocked(ctx context.Context, l *redoLog, q string
 // MarkPushed records that the server accepted pending commit seq, the
 // oldest pending one, as version: it is dropped, and the replica and the
 // remaining pending commits are now based on version. Use it when the
-// server stored exactly this commit's pages (fast-path or merged); after a
+// server stored exactly this commit's pages (fast-path); after a
 // replay the caller must bring the replica to the server's state instead.
 // A commit still in the overlay is checkpointed first, so its pages are in
 // the main file before its row goes.
 func (r *Replica) MarkPushed(ctx context.Context, seq, version uint64) error {
+	return r.MarkPushedRun(ctx, []uint64{seq}, version)
+}
+
+// MarkPushedRun is MarkPushed for the oldest pending commits seqs, in
+// order, the last of which became version: one sidecar transaction for the
+// run rather than one per commit (a push of n fast-path commits would
+// otherwise rewrite the remaining rows n times).
+func (r *Replica) MarkPushedRun(ctx context.Context, seqs []uint64, version uint64) error {
 	if err := r.checkOpen(); err != nil {
 		return err
 	}
+	if len(seqs) == 0 {
+		return nil
+	}
+	last := seqs[len(seqs)-1]
 	r.state.Lock()
 	defer r.state.Unlock()
-	if seq > r.state.applied {
+	if last > r.state.applied {
 		if err := r.checkpointLocked(ctx); err != nil {
-			return fmt.Errorf("mark pushed %d: %w", seq, err)
+			return fmt.Errorf("mark pushed %d: %w", last, err)
 		}
 	}
 	var count uint32
 	err := r.side.tx(ctx, func(tx *sql.Tx) error {
-		var oldest uint64
-		err := tx.QueryRowContext(ctx, "SELECT seq, page_count FROM pending ORDER BY seq LIMIT 1").Scan(&oldest, &count)
-		if err == sql.ErrNoRows {
-			return fmt.Errorf("no commit pending: %w", ErrOutOfOrder)
-		}
-		if err != nil {
-			return err
-		}
-		if oldest != seq {
-			return fmt.Errorf("oldest pending %d: %w", oldest, ErrOutOfOrder)
-		}
-		if err := r.rebaseSuccessors(ctx, tx, seq); err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, "DELETE FROM pending WHERE seq = ?", seq); err != nil {
-			return err
+		for _, seq := range seqs {
+			var oldest uint64
+			err := tx.QueryRowContext(ctx, "SELECT seq, page_count FROM pending ORDER BY seq LIMIT 1").Scan(&oldest, &count)
+			if err == sql.ErrNoRows {
+				return fmt.Errorf("no commit pending: %w", ErrOutOfOrder)
+			}
+			if err != nil {
+				return err
+			}
+			if oldest != seq {
+				return fmt.Errorf("oldest pending %d: %w", oldest, ErrOutOfOrder)
+			}
+			if err := r.rebaseSuccessors(ctx, tx, seq); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, "DELETE FROM pending WHERE seq = ?", seq); err != nil {
+				return err
+			}
 		}
 		if _, err := tx.ExecContext(ctx, "UPDATE pending SET base_version = ?", version); err != nil {
 			return err
@@ -568,7 +582,7 @@ func (r *Replica) MarkPushed(ctx context.Context, seq, version uint64) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("mark pushed %d: %w", seq, err)
+		return fmt.Errorf("mark pushed %d: %w", last, err)
 	}
 	r.state.base, r.state.basePageCount = version, count
 	return nil

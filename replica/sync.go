@@ -67,6 +67,8 @@ func (r *Replica) Push(ctx context.Context, c *api.Client) ([]PushResult, error)
 		}
 		answered := make(map[uint64]PushResult, len(results))
 		diverged := false
+		var pushed []uint64 // the leading fast-path commits, marked pushed together
+		var pushedAt uint64
 		for i, res := range results {
 			pr := PushResult{Seq: batch[i].Seq, Decision: res.Decision, Version: uint64(res.Version), Duplicate: res.Duplicate, Reason: res.Reason, Err: res.Err}
 			out = append(out, pr)
@@ -76,15 +78,17 @@ func (r *Replica) Push(ctx context.Context, c *api.Client) ([]PushResult, error)
 			}
 			switch {
 			case res.Decision == commit.FastPath && !diverged:
-				if err := r.MarkPushed(ctx, pr.Seq, pr.Version); err != nil {
-					return out, fmt.Errorf("push: mark commit %d pushed: %w", pr.Seq, err)
-				}
+				pushed = append(pushed, pr.Seq)
+				pushedAt = pr.Version
 			default:
 				// Merged or replayed (stored, but not as the pages this
 				// replica has) or rejected: its state and the server's part
 				// here, and the rebase sorts out each commit's fate.
 				diverged = true
 			}
+		}
+		if err := r.MarkPushedRun(ctx, pushed, pushedAt); err != nil {
+			return out, fmt.Errorf("push: mark commits %v pushed: %w", pushed, err)
 		}
 		if diverged {
 			if err := r.rebase(ctx, c, answered); err != nil {
