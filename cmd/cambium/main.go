@@ -35,6 +35,7 @@ Commands:
   pull FILE [--reset]   bring the replica to the server's head
   status FILE           the replica's version, the head, pending commits
   demo                  the whole story in one process, no services needed
+  bench                 the benchmark suite: strategies × workloads, report and charts
   help COMMAND          show a command's help
 
 Every command takes --help. The server is --server URL, else $CAMBIUM_URL,
@@ -56,7 +57,7 @@ type cliEnv struct {
 }
 
 func commands() []command {
-	return append([]command{volumeCommand(), mutatorCommand(), demoCommand()}, replicaCommands()...)
+	return append([]command{volumeCommand(), mutatorCommand(), demoCommand(), benchCommand()}, replicaCommands()...)
 }
 
 func main() {
