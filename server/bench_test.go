@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cambiumdb/cambium/api"
 	"github.com/cambiumdb/cambium/commit"
@@ -70,8 +71,42 @@ func (l *latencies) report(b *testing.B) {
 }
 
 func benchServer(b *testing.B) *api.Client {
-	_, c := MustServer(b, backends["PostgresMinIO"](b))
+	c, _ := benchServerMetrics(b)
 	return c
+}
+
+// benchServerMetrics is benchServer with the registry its metrics go to.
+func benchServerMetrics(b *testing.B) (*api.Client, *prometheus.Registry) {
+	cfg := backends["PostgresMinIO"](b)
+	reg := prometheus.NewRegistry()
+	cfg.Registry = reg
+	_, c := MustServer(b, cfg)
+	return c, reg
+}
+
+// reportGroups reports what group commit made of the run, from the
+// server's metrics: commits per group, and segments uploaded per group (one
+// when every commit's version was predicted; see commit.Committer).
+func reportGroups(b *testing.B, reg prometheus.Gatherer) {
+	mfs, err := reg.Gather()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var commits, groups, segments float64
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			switch mf.GetName() {
+			case "cambium_commit_group_commits":
+				commits, groups = m.GetHistogram().GetSampleSum(), float64(m.GetHistogram().GetSampleCount())
+			case "cambium_commit_segments_total":
+				segments += m.GetCounter().GetValue()
+			}
+		}
+	}
+	if groups > 0 {
+		b.ReportMetric(commits/groups, "commits/group")
+		b.ReportMetric(segments/groups, "PUTs/group")
+	}
 }
 
 // BenchmarkPush measures commits/s through cambiumd's HTTP API on
@@ -125,7 +160,7 @@ func BenchmarkPush(b *testing.B) {
 func benchEightClients(b *testing.B, perRequest int) {
 	ctx := context.Background()
 	const clients = 8
-	c := benchServer(b)
+	c, reg := benchServerMetrics(b)
 	for i := range clients {
 		if _, err := c.CreateVolume(ctx, fmt.Sprintf("v%d", i), 0); err != nil {
 			b.Fatal(err)
@@ -168,6 +203,7 @@ func benchEightClients(b *testing.B, perRequest int) {
 	wg.Wait()
 	b.ReportMetric(float64(total)/time.Since(start).Seconds(), "commits/s")
 	lat.report(b)
+	reportGroups(b, reg)
 }
 
 // BenchmarkFloor measures, in the same run, what one commit costs at the
