@@ -82,6 +82,8 @@ type Committer struct {
 	// compare strategies, never for production.
 	ReplayAll bool
 
+	merges mergeOdds // per volume: whether stale commits have lately merged
+
 	meta  pgschema.Metastore
 	store pages.Store
 	queue chan *unit

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -67,11 +68,15 @@ func (d *volumeDecider) stale(ctx context.Context, r *Request, base int64, mustR
 	if why == "" && policy == pgschema.PolicyNoMerge {
 		why = "the volume's policy is no-merge"
 	}
+	if why == "" && d.c.Pages != nil && len(r.Record) > 0 && d.c.Replayer != nil && !d.c.merges.worthTrying(d.vol.ID) {
+		why = "recent stale commits of this volume all conflicted; replayed without a merge check"
+	}
 	if why == "" && d.c.Pages != nil {
 		rep, err := d.detect(ctx, r, base)
 		if err != nil {
 			return Result{}, nil, err
 		}
+		d.c.merges.note(d.vol.ID, rep.Mergeable())
 		prop.Conflict = rep
 		if rep.Mergeable() {
 			prop.Decision = Merged
@@ -173,6 +178,16 @@ func (d *volumeDecider) detect(ctx context.Context, r *Request, base int64) (*co
 			in.ClientPage1 = p.Data
 		}
 	}
+	if in.ClientPage1 != nil && pagesOverlap(changed, in.Written, r.ReadSet) {
+		// A page other than 1 conflicts already: the commit cannot merge
+		// whatever page 1 says, so its two stored copies are not read (on
+		// a hot row that is most of the cost of finding out). Page 1 is
+		// then judged against itself, as unchanged; the report's reason is
+		// the overlapping pages.
+		in.BasePage1, in.HeadPage1 = in.ClientPage1, in.ClientPage1
+		in.BaseCount, in.HeadCount = in.ClientCount, in.ClientCount
+		return conflict.Detect(in), nil
+	}
 	if in.BaseCount, in.BasePage1, err = snap.page1At(ctx, base); err != nil {
 		return nil, err
 	}
@@ -180,6 +195,37 @@ func (d *volumeDecider) detect(ctx context.Context, r *Request, base int64) (*co
 		return nil, err
 	}
 	return conflict.Detect(in), nil
+}
+
+// pagesOverlap reports whether a page other than 1 is both among changed
+// and written or read by the commit.
+func pagesOverlap(changed []conflict.Change, written []uint32, read []PageRange) bool {
+	w := make(map[uint32]bool, len(written))
+	for _, p := range written {
+		w[p] = true
+	}
+	for _, c := range changed {
+		if c.Page == 1 {
+			continue
+		}
+		if w[c.Page] {
+			return true
+		}
+		// read is ascending and disjoint: a binary search per changed page.
+		i, _ := slices.BinarySearchFunc(read, c.Page, func(r PageRange, p uint32) int {
+			switch {
+			case r.Count > 0 && r.Last() < p:
+				return -1
+			case r.First > p:
+				return 1
+			}
+			return 0
+		})
+		if i < len(read) && read[i].First <= c.Page && c.Page <= read[i].Last() && read[i].Count > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // nameTables names the tables and indexes of a report's conflicting pages
@@ -289,4 +335,61 @@ func readSetHint(rs []PageRange) []uint32 {
 		}
 	}
 	return out
+}
+
+// mergeOdds skips the merge check (a page-index query and page reads under
+// the volume's lock) for volumes whose stale commits keep conflicting — a
+// hot row, where every stale commit ends in a replay anyway — and probes
+// again now and then, backing off the way a failed check keeps telling it
+// to: after n conflicts in a row, it checks one stale commit in
+// min(n/mergeStreak, maxMergeSkip)+1.
+type mergeOdds struct {
+	mu    sync.Mutex
+	state map[int64]*mergeState
+}
+
+type mergeState struct {
+	conflicts int // merge checks in a row that found a conflict
+	skipped   int // stale commits replayed unchecked since the last check
+}
+
+const (
+	mergeStreak  = 8  // conflicts in a row before checks are skipped
+	maxMergeSkip = 16 // the most stale commits replayed between two checks
+)
+
+// worthTrying reports whether the next stale commit of volume should be
+// checked for a merge.
+func (m *mergeOdds) worthTrying(volume int64) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := m.state[volume]
+	if st == nil || st.conflicts < mergeStreak {
+		return true
+	}
+	if st.skipped >= min(st.conflicts/mergeStreak, maxMergeSkip) {
+		st.skipped = 0
+		return true
+	}
+	st.skipped++
+	return false
+}
+
+// note records the outcome of a merge check.
+func (m *mergeOdds) note(volume int64, merged bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.state == nil {
+		m.state = map[int64]*mergeState{}
+	}
+	st := m.state[volume]
+	if st == nil {
+		st = &mergeState{}
+		m.state[volume] = st
+	}
+	if merged {
+		st.conflicts = 0
+		return
+	}
+	st.conflicts++
 }
