@@ -35,75 +35,45 @@ func appendReadSet(b []byte, pages []uint32) []byte {
 
 // DecodeReadSet decodes EncodeReadSet's output; errors are *DecodeError.
 func DecodeReadSet(b []byte) ([]uint32, error) {
-	d := decoder{b: b}
-	n := d.count(2)
+	off := 0
+	fail := func(reason string) ([]uint32, error) { return nil, &DecodeError{Offset: off, Reason: reason} }
+	next := func() (uint64, bool) {
+		v, n := binary.Uvarint(b[off:])
+		if n <= 0 {
+			return 0, false
+		}
+		off += n
+		return v, true
+	}
+	n, ok := next()
+	switch {
+	case !ok:
+		return fail("bad uvarint")
+	case n > uint64((len(b)-off)/2): // each range takes at least 2 bytes
+		return fail("count past the end")
+	}
 	var out []uint32
 	end := uint64(0)
-	for i := 0; i < n && d.err == nil; i++ {
-		start := end + d.uvarint()
-		length := d.uvarint() + 1
-		if d.err != nil {
-			break
+	for range n {
+		gap, ok1 := next()
+		extra, ok2 := next()
+		if !ok1 || !ok2 {
+			return fail("bad uvarint")
 		}
-		if start+length-1 > 1<<32-1 || start == 0 {
-			d.fail(fmt.Sprintf("range %d+%d out of page range", start, length))
-			break
+		if gap > 1<<32 || extra >= 1<<24 {
+			return fail(fmt.Sprintf("range +%d, %d pages: too far or too long", gap, extra+1))
 		}
-		if length > 1<<24 {
-			d.fail("range too long")
-			break
+		start, length := end+gap, extra+1
+		if start == 0 || start+length-1 > 1<<32-1 {
+			return fail(fmt.Sprintf("range %d+%d out of page range", start, length))
 		}
 		for p := start; p < start+length; p++ {
 			out = append(out, uint32(p))
 		}
 		end = start + length
 	}
-	if d.err == nil && d.off != len(b) {
-		d.fail("trailing bytes")
-	}
-	if d.err != nil {
-		return nil, d.err
+	if off != len(b) {
+		return fail("trailing bytes")
 	}
 	return out, nil
-}
-
-// decoder reads uvarints from b, recording the first error and returning
-// zero values after it (the record decoder's twin, in package replay).
-type decoder struct {
-	b   []byte
-	off int
-	err *DecodeError
-}
-
-func (d *decoder) fail(reason string) {
-	if d.err == nil {
-		d.err = &DecodeError{Offset: d.off, Reason: reason}
-	}
-}
-
-func (d *decoder) uvarint() uint64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(d.b[d.off:])
-	if n <= 0 {
-		d.fail("bad uvarint")
-		return 0
-	}
-	d.off += n
-	return v
-}
-
-// count reads an element count and rejects one that the remaining bytes
-// cannot hold (each element takes at least min bytes).
-func (d *decoder) count(min int) int {
-	n := d.uvarint()
-	if d.err != nil {
-		return 0
-	}
-	if n > uint64((len(d.b)-d.off)/min) {
-		d.fail("count past the end")
-		return 0
-	}
-	return int(n)
 }
