@@ -133,13 +133,18 @@ func (s *snapshot) readStored(ctx context.Context, pgno uint32, v int64) ([]byte
 	if err != nil {
 		return nil, fmt.Errorf("page %d of volume %d at version %d: %w", pgno, s.vol.ID, v, err)
 	}
-	key := pages.PageKey{Volume: s.vol.ID, PageNo: pgno, Version: ref.Version}
+	return s.readRef(ctx, ref)
+}
+
+// readRef reads the page an index row points at, through the page cache.
+func (s *snapshot) readRef(ctx context.Context, ref pgschema.PageRef) ([]byte, error) {
+	key := pages.PageKey{Volume: s.vol.ID, PageNo: ref.PageNo, Version: ref.Version}
 	got, err := s.c.Pages.ReadPages(ctx, s.vol.PageSize, []pages.PageKey{key}, []pages.Location{ref.Location})
 	if err != nil {
 		return nil, err
 	}
 	if len(got) != 1 || len(got[0]) != s.vol.PageSize {
-		return nil, fmt.Errorf("page %d of volume %d at version %d: read %d pages", pgno, s.vol.ID, v, len(got))
+		return nil, fmt.Errorf("page %d of volume %d version %d: read %d pages", ref.PageNo, s.vol.ID, ref.Version, len(got))
 	}
 	return got[0], nil
 }
@@ -165,9 +170,10 @@ type snapshotSource struct {
 // maxHint bounds how many hinted pages one lookup asks for.
 const maxHint = 256
 
-// storedRef returns where page pgno of the stored head lives, looking up
-// the hinted pages with it the first time.
-func (src *snapshotSource) storedRef(pgno uint32) (pgschema.PageRef, bool, error) {
+// storedRef returns where page pgno of the stored head lives. The first
+// call looks up the hinted pages with it in one query; a page outside the
+// hint costs a query of its own.
+func (src *snapshotSource) storedRef(pgno uint32) (pgschema.PageRef, error) {
 	if src.refs == nil {
 		want := []uint32{pgno}
 		for _, p := range src.hint {
@@ -184,15 +190,22 @@ func (src *snapshotSource) storedRef(pgno uint32) (pgschema.PageRef, bool, error
 		want = slices.Compact(want)
 		refs, err := src.s.c.meta.PagesAt(src.ctx, src.s.vol.ID, src.s.vol.Head, want)
 		if err != nil {
-			return pgschema.PageRef{}, false, fmt.Errorf("pages of volume %d at version %d: %w", src.s.vol.ID, src.s.vol.Head, err)
+			return pgschema.PageRef{}, fmt.Errorf("pages of volume %d at version %d: %w", src.s.vol.ID, src.s.vol.Head, err)
 		}
 		src.refs = make(map[uint32]pgschema.PageRef, len(refs))
 		for _, r := range refs {
 			src.refs[r.PageNo] = r
 		}
 	}
-	ref, ok := src.refs[pgno]
-	return ref, ok, nil
+	if ref, ok := src.refs[pgno]; ok {
+		return ref, nil
+	}
+	ref, err := src.s.c.meta.PageAt(src.ctx, src.s.vol.ID, pgno, src.s.vol.Head)
+	if err != nil {
+		return ref, fmt.Errorf("page %d of volume %d at version %d: %w", pgno, src.s.vol.ID, src.s.vol.Head, err)
+	}
+	src.refs[pgno] = ref
+	return ref, nil
 }
 
 var _ vfs.PageSource = (*snapshotSource)(nil)
@@ -209,26 +222,16 @@ func (src *snapshotSource) ReadPage(_ context.Context, pgno uint32, p []byte) er
 		copy(p, data)
 		return nil
 	}
-	if ref, ok, err := src.storedRef(pgno); err != nil {
-		return err
-	} else if ok {
-		key := pages.PageKey{Volume: src.s.vol.ID, PageNo: pgno, Version: ref.Version}
-		got, err := src.s.c.Pages.ReadPages(src.ctx, src.s.vol.PageSize, []pages.PageKey{key}, []pages.Location{ref.Location})
-		if err != nil {
-			return err
-		}
-		if len(got) != 1 || len(got[0]) != len(p) {
-			return fmt.Errorf("page %d of volume %d at version %d: read %d pages", pgno, src.s.vol.ID, src.s.vol.Head, len(got))
-		}
-		copy(p, got[0])
-		return nil
-	}
-	data, err := src.s.readStored(src.ctx, pgno, src.s.vol.Head)
+	ref, err := src.storedRef(pgno)
 	if errors.Is(err, pgschema.ErrPageNotFound) {
 		// Within the page count but never written: SQLite never makes such
 		// a file, so this is damage, not a page of zeros.
 		return fmt.Errorf("volume %d version %d: %w", src.s.vol.ID, src.head, err)
 	}
+	if err != nil {
+		return err
+	}
+	data, err := src.s.readRef(src.ctx, ref)
 	if err != nil {
 		return err
 	}

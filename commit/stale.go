@@ -117,21 +117,16 @@ func (d *volumeDecider) stale(ctx context.Context, r *Request, base int64, mustR
 	switch {
 	case errors.As(err, &rej):
 		d.c.Metrics.observeReplay("rejected", time.Since(started))
-	case err != nil:
-		d.c.Metrics.observeReplay("error", time.Since(started))
-	default:
-		d.c.Metrics.observeReplay("replayed", time.Since(started))
-	}
-	switch {
-	case errors.As(err, &rej):
 		prop.Decision, prop.Err = Rejected, &ReplayError{Seq: r.Seq, Kind: string(rej.Code), Reason: rej.Reason}
 		if v := d.resolve(ctx, prop); v.Reject {
 			return reject(&ResolverError{Seq: r.Seq, Reason: v.Reason})
 		}
 		return reject(prop.Err)
 	case err != nil:
+		d.c.Metrics.observeReplay("error", time.Since(started))
 		return Result{}, nil, fmt.Errorf("replay commit %d of %s: %w", r.Seq, r.ClientID, err)
 	}
+	d.c.Metrics.observeReplay("replayed", time.Since(started))
 	prop.Decision = Replayed
 	if v := d.resolve(ctx, prop); v.Reject {
 		return reject(&ResolverError{Seq: r.Seq, Reason: v.Reason})
