@@ -173,14 +173,10 @@ func (d *volumeDecider) detect(ctx context.Context, r *Request, base int64) (*co
 			in.ClientPage1 = p.Data
 		}
 	}
-	if in.ClientPage1 != nil && pagesOverlap(changed, in.Written, r.ReadSet) {
-		// A page other than 1 conflicts already: the commit cannot merge
-		// whatever page 1 says, so its two stored copies are not read (on
-		// a hot row that is most of the cost of finding out). Page 1 is
-		// then judged against itself, as unchanged; the report's reason is
-		// the overlapping pages.
-		in.BasePage1, in.HeadPage1 = in.ClientPage1, in.ClientPage1
-		in.BaseCount, in.HeadCount = in.ClientCount, in.ClientCount
+	if conflict.Overlaps(in) {
+		// It cannot merge whatever page 1 says: page 1's stored copies
+		// are not read (on a hot row, most of the cost of finding out).
+		in.Page1Unread = true
 		return conflict.Detect(in), nil
 	}
 	if in.BaseCount, in.BasePage1, err = snap.page1At(ctx, base); err != nil {
@@ -190,37 +186,6 @@ func (d *volumeDecider) detect(ctx context.Context, r *Request, base int64) (*co
 		return nil, err
 	}
 	return conflict.Detect(in), nil
-}
-
-// pagesOverlap reports whether a page other than 1 is both among changed
-// and written or read by the commit.
-func pagesOverlap(changed []conflict.Change, written []uint32, read []PageRange) bool {
-	w := make(map[uint32]bool, len(written))
-	for _, p := range written {
-		w[p] = true
-	}
-	for _, c := range changed {
-		if c.Page == 1 {
-			continue
-		}
-		if w[c.Page] {
-			return true
-		}
-		// read is ascending and disjoint: a binary search per changed page.
-		i, _ := slices.BinarySearchFunc(read, c.Page, func(r PageRange, p uint32) int {
-			switch {
-			case r.Count > 0 && r.Last() < p:
-				return -1
-			case r.First > p:
-				return 1
-			}
-			return 0
-		})
-		if i < len(read) && read[i].First <= c.Page && c.Page <= read[i].Last() && read[i].Count > 0 {
-			return true
-		}
-	}
-	return false
 }
 
 // nameTables names the tables and indexes of a report's conflicting pages

@@ -48,6 +48,24 @@ type Input struct {
 	// empty version. ClientPage1 is page 1 as the commit wrote it, nil if it
 	// did not (SQLite always does on commit).
 	BasePage1, HeadPage1, ClientPage1 []byte
+	// Page1Unread says BasePage1, HeadPage1 and BaseCount were left out,
+	// not read, because Overlaps found a conflicting page already: the
+	// commit cannot merge whatever page 1 says (a hot row's stale commits
+	// then cost no page reads to judge). Page 1's verdict is Page1Unread.
+	Page1Unread bool
+}
+
+// Overlaps reports whether a page other than 1 that a version in (Base,
+// Head] wrote is one the commit read or wrote: then Detect cannot find it
+// mergeable, whatever page 1 says. It reads no page.
+func Overlaps(in Input) bool {
+	changed := normalizeChanges(in.Changed)
+	changedSpans := make(spans, 0, len(changed))
+	for _, c := range changed {
+		changedSpans = append(changedSpans, span{c.Page, c.Page})
+	}
+	touched := union(spansOfRanges(in.ReadSet), spansOfPages(in.Written))
+	return without(intersect(coalesce(changedSpans), touched), 1).pages() > 0
 }
 
 // Cause says why a page conflicts.

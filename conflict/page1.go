@@ -28,6 +28,10 @@ const (
 	// Page1Invalid (conflict): a copy of page 1 is not a database header
 	// that agrees with its page count, or the copies differ in size.
 	Page1Invalid
+	// Page1Unread: the caller did not read the stored copies of page 1
+	// (Input.Page1Unread) because another page conflicts already; page 1
+	// is not judged, and the commit does not merge.
+	Page1Unread
 )
 
 // Conflicts reports whether the verdict forbids merging.
@@ -47,6 +51,8 @@ func (v Page1Verdict) String() string {
 		return "changed on both sides"
 	case Page1Invalid:
 		return "invalid"
+	case Page1Unread:
+		return "not read"
 	}
 	return fmt.Sprintf("Page1Verdict(%d)", uint8(v))
 }
@@ -113,6 +119,13 @@ type page1Judgement struct {
 // judgePage1 applies the page-1 rule of DESIGN.md's commit protocol, step 4.
 func judgePage1(in *Input) page1Judgement {
 	j := page1Judgement{headOff: -1, clientOff: -1}
+	if in.Page1Unread {
+		j.verdict = Page1Unread
+		if !Overlaps(*in) {
+			j.verdict, j.invalid = Page1Invalid, "not read, though no other page conflicts"
+		}
+		return j
+	}
 	size := 0
 	for _, p := range [...][]byte{in.BasePage1, in.HeadPage1, in.ClientPage1} {
 		if p == nil {
