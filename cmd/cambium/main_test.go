@@ -46,17 +46,23 @@ func TestCLI_Help(t *testing.T) {
 	}
 }
 
-// TestCLI_Workflow drives the replica commands against an in-process server
-// on the embedded default: two replicas, a stale push, a reset, a redo.
-func TestCLI_Workflow(t *testing.T) {
-	ctx := context.Background()
-	srv, err := server.Open(ctx, server.Config{DataDir: t.TempDir()})
+// mustServerFlag starts a server on the embedded default for one test and
+// returns the --server flag that reaches it.
+func mustServerFlag(t *testing.T) string {
+	t.Helper()
+	srv, err := server.Open(context.Background(), server.Config{DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ts := httptest.NewServer(srv.Handler())
-	defer func() { ts.Close(); srv.Close(ctx) }()
-	s := "--server=" + ts.URL
+	t.Cleanup(func() { ts.Close(); srv.Close(context.Background()) })
+	return "--server=" + ts.URL
+}
+
+// TestCLI_Workflow drives the replica commands against an in-process server
+// on the embedded default: two replicas, a stale push, a reset, a redo.
+func TestCLI_Workflow(t *testing.T) {
+	s := mustServerFlag(t)
 	dir := t.TempDir()
 	a, b := filepath.Join(dir, "a.db"), filepath.Join(dir, "b.db")
 
@@ -126,14 +132,7 @@ func TestCLI_Workflow(t *testing.T) {
 // replica catches up; one that fails on head is rejected, dropped, and
 // cambium status says why.
 func TestCLI_Hybrid(t *testing.T) {
-	ctx := context.Background()
-	srv, err := server.Open(ctx, server.Config{DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv.Handler())
-	defer func() { ts.Close(); srv.Close(ctx) }()
-	s := "--server=" + ts.URL
+	s := mustServerFlag(t)
 	dir := t.TempDir()
 	a, b := filepath.Join(dir, "a.db"), filepath.Join(dir, "b.db")
 	mustCLI(t, "volume", "create", "bank", s)
@@ -173,14 +172,7 @@ func TestCLI_Hybrid(t *testing.T) {
 }
 
 func TestCLI_Mutator(t *testing.T) {
-	ctx := context.Background()
-	srv, err := server.Open(ctx, server.Config{DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv.Handler())
-	defer func() { ts.Close(); srv.Close(ctx) }()
-	s := "--server=" + ts.URL
+	s := mustServerFlag(t)
 	mustCLI(t, "volume", "create", "bank", s)
 	mustCLI(t, "mutator", "set", "bank", "deposit", "UPDATE a SET n = n + :amount\n  WHERE id = :id", s)
 	if out := mustCLI(t, "mutator", "list", "bank", s); !strings.Contains(out, "deposit") || !strings.Contains(out, "UPDATE a SET n = n + :amount WHERE id = :id") {
