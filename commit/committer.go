@@ -280,14 +280,18 @@ func (c *Committer) commitGroup(group []*unit) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.GroupTimeout)
 	defer cancel()
 	up, err := c.commitGroupErr(ctx, group)
-	for _, u := range group {
-		if err != nil {
+	if err != nil {
+		for _, u := range group {
 			u.results, u.err = nil, err
 		}
-		close(u.done)
 	}
+	// Count the decisions before answering anyone: a client that reads
+	// /metrics after its push returned must find its commits there.
 	if c.Metrics != nil {
 		c.Metrics.observeGroup(group, up, err, time.Since(start))
+	}
+	for _, u := range group {
+		close(u.done)
 	}
 	if err != nil {
 		c.Logger.Warn("commit group failed", zap.Int("units", len(group)), zap.Error(err))
