@@ -82,7 +82,13 @@ type Committer struct {
 	// compare strategies, never for production.
 	ReplayAll bool
 
-	merges mergeOdds // per volume: whether stale commits have lately merged
+	// Cache, when set, is given the pages of every commit stored, keyed by
+	// the version that wrote them: replays on head, merge checks and pulls
+	// of recent versions then read no segment back from the page store.
+	Cache PageCache
+
+	merges mergeOdds  // per volume: whether stale commits have lately merged
+	heads  knownHeads // per volume: the newest head seen, for uploadAhead
 
 	meta  pgschema.Metastore
 	store pages.Store
@@ -96,6 +102,38 @@ type Committer struct {
 		sync.Mutex
 		closed bool
 	}
+}
+
+// PageCache holds verified page bytes by key (pages.Cache). A PageKey's
+// bytes never change once its commit is stored.
+type PageCache interface {
+	Add(key pages.PageKey, page []byte)
+}
+
+// knownHeads remembers the newest head of each volume this process has
+// locked or stored. Heads only grow, so it is a lower bound of the real
+// head whatever other servers do: a commit based below it cannot be
+// fast-path.
+type knownHeads struct {
+	mu sync.Mutex
+	m  map[int64]int64
+}
+
+func (k *knownHeads) note(volume, head int64) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.m == nil {
+		k.m = map[int64]int64{}
+	}
+	if head > k.m[volume] {
+		k.m[volume] = head
+	}
+}
+
+func (k *knownHeads) get(volume int64) int64 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.m[volume]
 }
 
 // Hooks are fault seams for crash tests, called at the named step of each
@@ -332,8 +370,10 @@ func (c *Committer) commitGroupErr(ctx context.Context, group []*unit) (up uploa
 	if err != nil {
 		return up, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	var keys []string // the segments the transaction names
+	var keys []string     // the segments the transaction names
+	var stored []accepted // what it appends
 	err = c.meta.Update(ctx, func(tx pgschema.Tx) error {
+		stored = nil
 		acc, err := c.decideGroup(ctx, tx, group)
 		if err != nil || len(acc) == 0 {
 			return err
@@ -366,6 +406,7 @@ func (c *Committer) commitGroupErr(ctx context.Context, group []*unit) (up uploa
 				c.Hooks.AfterUpload(key)
 			}
 		}
+		stored = acc
 		return nil
 	})
 	if ahead != nil {
@@ -380,10 +421,27 @@ func (c *Committer) commitGroupErr(ctx context.Context, group []*unit) (up uploa
 		}
 		return up, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
+	c.noteStored(stored)
 	if c.Hooks.AfterMeta != nil && len(keys) > 0 {
 		c.Hooks.AfterMeta(keys[len(keys)-1])
 	}
 	return up, nil
+}
+
+// noteStored notes the commits a group stored: their volumes' new heads, and
+// their pages in the cache. Only now: until the transaction commits, a
+// version may still go to another commit.
+func (c *Committer) noteStored(acc []accepted) {
+	for i := range acc {
+		a := &acc[i]
+		c.heads.note(a.nc.Volume, a.nc.Version)
+		if c.Cache == nil {
+			continue
+		}
+		for _, p := range a.req.Pages {
+			c.Cache.Add(pages.PageKey{Volume: a.nc.Volume, PageNo: p.No, Version: a.nc.Version}, p.Data)
+		}
+	}
 }
 
 // aheadUpload is a segment of a group's pages filed under predicted
@@ -406,7 +464,9 @@ type aheadUpload struct {
 // right whenever the decision is fast-path: r.Base + 1 for a commit on its
 // own, its parent's predicted version + 1 for one made on top of the commit
 // before it in the batch. Other commits are not filed: their parent's
-// version is unknown until the group is decided. Two commits of the group
+// version is unknown until the group is decided, nor are commits based
+// below a head this process has seen (stale whatever happens), nor, under
+// ReplayAll, commits with a record. Two commits of the group
 // may claim one version of a volume (clients racing, a retry beside its
 // first attempt): only the first is filed, as a segment holds a (volume,
 // version, page) once, and at most one of them can be fast-path anyway.
@@ -415,12 +475,17 @@ func (c *Committer) uploadAhead(ctx context.Context, group []*unit) (*aheadUploa
 	claimed := map[slot]bool{}
 	var fs []filing
 	for _, u := range group {
+		// A commit based below a head already seen is stale: uploading its
+		// pages ahead would only cost a PUT and a DELETE.
+		floor := max(u.vol.Head, c.heads.get(u.vol.ID))
 		prev := int64(0) // the predicted version of the batch's previous commit, 0 if none
 		for i := range u.reqs {
 			r := &u.reqs[i]
 			v := int64(0)
 			switch {
-			case r.Parent == 0:
+			case c.ReplayAll && len(r.Record) > 0:
+				// Replayed whatever its base: its own pages are never stored.
+			case r.Parent == 0 && r.Base >= floor:
 				v = r.Base + 1
 			case i > 0 && u.reqs[i-1].Seq == r.Parent && prev != 0:
 				v = prev + 1

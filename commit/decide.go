@@ -43,6 +43,9 @@ func (c *Committer) decideGroup(ctx context.Context, tx pgschema.Tx, group []*un
 	if err != nil {
 		return nil, fmt.Errorf("lock volumes: %w", err)
 	}
+	for _, v := range vols {
+		c.heads.note(v.ID, v.Head)
+	}
 	found, err := tx.LookupCommits(ctx, keys)
 	if err != nil {
 		return nil, fmt.Errorf("look up commits: %w", err)

@@ -209,12 +209,35 @@ func TestCommitter_UploadAhead(t *testing.T) {
 		}
 		f.mustIndexMatchesSegments(t, v)
 	})
-	t.Run("UnusedDeleted", func(t *testing.T) {
-		// A stale commit looks like a fast-path one until it is decided:
-		// its segment, uploaded ahead and used by nothing, is deleted.
+	t.Run("KnownStale", func(t *testing.T) {
+		// A commit based below a head this committer has seen is stale
+		// whatever happens: nothing is uploaded ahead for it.
 		f, store := newCountingFixture(t, nil, nil)
 		v := f.volume(t, "v")
 		if _, err := f.c.Submit(ctx, v, []commit.Request{req("a", 1, 0, 0, 1, 1)}); err != nil {
+			t.Fatal(err)
+		}
+		res, err := f.c.Submit(ctx, v, []commit.Request{req("b", 1, 0, 0, 1, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res[0].Decision != commit.Rejected {
+			t.Fatalf("stale commit: %+v, want rejected", res[0])
+		}
+		if puts, deletes := store.counts(); puts != 1 || deletes != 0 {
+			t.Fatalf("%d segments put, %d deleted, want 1 and 0", puts, deletes)
+		}
+	})
+	t.Run("UnusedDeleted", func(t *testing.T) {
+		// A stale commit looks like a fast-path one to a server that has
+		// not seen the newer head (another server stored it): its segment,
+		// uploaded ahead and used by nothing, is deleted.
+		f, store := newCountingFixture(t, nil, nil)
+		v := f.volume(t, "v")
+		other := commit.New(f.meta, f.store)
+		other.Open()
+		defer other.Close(ctx)
+		if _, err := other.Submit(ctx, v, []commit.Request{req("a", 1, 0, 0, 1, 1)}); err != nil {
 			t.Fatal(err)
 		}
 		res, err := f.c.Submit(ctx, v, []commit.Request{req("b", 1, 0, 0, 1, 1)})
@@ -429,5 +452,44 @@ func TestCommitter_LingerForInFlight(t *testing.T) {
 	}
 	if r0.Segment != r1.Segment {
 		t.Fatalf("the second commits of both clients are in segments %s and %s, want one group's", r0.Segment, r1.Segment)
+	}
+}
+
+// TestCommitter_CachesStoredPages: the pages of a stored commit go to the
+// page cache under the version they became; a group that fails stores
+// nothing and caches nothing, as its versions go to other commits later.
+func TestCommitter_CachesStoredPages(t *testing.T) {
+	ctx := context.Background()
+	cache := pages.NewCache(1 << 20)
+	f, store := newCountingFixture(t, nil, func(c *commit.Committer) { c.Cache = cache })
+	v := f.volume(t, "v")
+	key := func(no uint32, version int64) pages.PageKey {
+		return pages.PageKey{Volume: v.ID, PageNo: no, Version: version}
+	}
+
+	store.setFailPut(errors.New("injected: store down"))
+	if _, err := f.c.Submit(ctx, v, []commit.Request{req("a", 1, 0, 0, 2, 1, 2)}); !errors.Is(err, commit.ErrUnavailable) {
+		t.Fatalf("Submit with the store down = %v, want ErrUnavailable", err)
+	}
+	if st := cache.Stats(); st.Pages != 0 {
+		t.Fatalf("a failed group cached %d pages", st.Pages)
+	}
+	store.setFailPut(nil)
+
+	batch := []commit.Request{req("a", 1, 0, 0, 2, 1, 2), req("a", 2, 1, 0, 2, 2)}
+	if _, err := f.c.Submit(ctx, v, batch); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []pages.PageKey{key(1, 1), key(2, 1), key(2, 2)} {
+		got, ok := cache.Get(k)
+		if !ok {
+			t.Fatalf("page %d of version %d is not cached", k.PageNo, k.Version)
+		}
+		if want := f.readPage(t, v, k.PageNo, k.Version); !bytes.Equal(got, want) {
+			t.Fatalf("cached page %d of version %d differs from the stored one", k.PageNo, k.Version)
+		}
+	}
+	if _, ok := cache.Get(key(1, 2)); ok {
+		t.Fatal("page 1 cached under version 2, which did not write it")
 	}
 }

@@ -135,6 +135,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	cfg.Replay.Logger = log.Named("replay")
 	s.Committer = commit.New(s.Meta, s.Store)
 	s.Committer.Pages = pageReaders
+	s.Committer.Cache = s.cache
 	s.Committer.Replayer = cfg.Replay
 	s.Committer.Mutators = cfg.Mutators
 	s.Committer.Resolver = cfg.Resolver
