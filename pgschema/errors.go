@@ -26,6 +26,12 @@ var (
 	// ErrMutatorNotFound means the volume has no mutator of that name.
 	ErrMutatorNotFound = errors.New("mutator not found")
 
+	// ErrTokenNotFound means no token has that id.
+	ErrTokenNotFound = errors.New("token not found")
+
+	// ErrTokenExists means CreateToken was given an id already taken.
+	ErrTokenExists = errors.New("token already exists")
+
 	// ErrDuplicateCommit means the commit's idempotency key
 	// (volume, client id, client sequence) is already stored.
 	ErrDuplicateCommit = errors.New("duplicate commit")

@@ -93,8 +93,42 @@ type Metastore interface {
 	// learn what became of its commits.
 	ClientCommits(ctx context.Context, volume int64, clientID string, fromSeq, toSeq int64) ([]Commit, error)
 
+	// CreateToken stores an access token. t.ID must be new (else
+	// ErrTokenExists); t.Volume 0 means every volume, else the volume must
+	// exist (else ErrVolumeNotFound); t.SecretHash must be 32 bytes (a
+	// SHA-256) and t.ID 1-64 characters of [A-Za-z0-9_-] (else an
+	// *InvalidError). CreatedAt is set by the store when zero. It returns
+	// the token as stored.
+	CreateToken(ctx context.Context, t Token) (Token, error)
+
+	// Token returns the token with the given id, expired or not, or
+	// ErrTokenNotFound.
+	Token(ctx context.Context, id string) (Token, error)
+
+	// Tokens returns every token, ordered by id.
+	Tokens(ctx context.Context) ([]Token, error)
+
+	// DeleteToken deletes the token with the given id, or returns
+	// ErrTokenNotFound.
+	DeleteToken(ctx context.Context, id string) error
+
 	// Close releases the metastore's connections.
 	Close() error
+}
+
+// Token is an access token as stored: only a hash of its secret is kept.
+// It grants Read, Write and Admin on one volume, or on every volume when
+// Volume is 0 (DESIGN.md, invariant 7).
+type Token struct {
+	ID         string // public: shown in lists and logs, part of the token string
+	SecretHash []byte // SHA-256 of the secret
+	Volume     int64  // 0: every volume
+	Read       bool   // read pages, pull, see the volume
+	Write      bool   // push commits
+	Admin      bool   // settings and mutators; with Volume 0 also create volumes and manage tokens
+	Note       string // what it is for, free text
+	CreatedAt  time.Time
+	ExpiresAt  time.Time // zero: never
 }
 
 // Tx is one metadata transaction, handed to the function given to

@@ -98,3 +98,34 @@ func ValidateNewCommit(c *NewCommit) error {
 	}
 	return nil
 }
+
+// MaxTokenIDLen bounds a token id; TokenSecretHashLen is the length of a
+// token's stored secret hash, a SHA-256.
+const (
+	MaxTokenIDLen      = 64
+	TokenSecretHashLen = 32
+)
+
+var tokenIDRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// ValidateTokenID accepts 1 to MaxTokenIDLen of [A-Za-z0-9_-]: an id is part
+// of the token string and shown in lists and logs, so it needs no quoting.
+func ValidateTokenID(id string) error {
+	if len(id) == 0 || len(id) > MaxTokenIDLen || !tokenIDRE.MatchString(id) {
+		return &InvalidError{Field: "token id", Reason: fmt.Sprintf("%q: want 1-%d of [A-Za-z0-9_-]", id, MaxTokenIDLen)}
+	}
+	return nil
+}
+
+// ValidateToken checks the fields of t that do not need the database:
+// implementations call it first in CreateToken so both refuse the same
+// tokens.
+func ValidateToken(t *Token) error {
+	if err := ValidateTokenID(t.ID); err != nil {
+		return err
+	}
+	if len(t.SecretHash) != TokenSecretHashLen {
+		return &InvalidError{Field: "token secret hash", Reason: fmt.Sprintf("%d bytes, want %d (a SHA-256)", len(t.SecretHash), TokenSecretHashLen)}
+	}
+	return nil
+}

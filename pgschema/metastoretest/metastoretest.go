@@ -61,6 +61,13 @@ func Run(t *testing.T, open func(t *testing.T) pgschema.Metastore) {
 		{"Configure", testConfigure},
 		{"Mutators", testMutators},
 		{"ClientCommits", testClientCommits},
+		{"CreateToken", testCreateToken},
+		{"CreateToken/Exists", testCreateTokenExists},
+		{"CreateToken/VolumeNotFound", testCreateTokenVolumeNotFound},
+		{"CreateToken/Invalid", testCreateTokenInvalid},
+		{"Token/NotFound", testTokenNotFound},
+		{"Tokens", testTokens},
+		{"DeleteToken", testDeleteToken},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
