@@ -21,6 +21,7 @@ import (
 type Client struct {
 	BaseURL string       // e.g. http://127.0.0.1:7070
 	HTTP    *http.Client // http.DefaultClient if nil
+	Token   string       // bearer token, when the server authenticates
 }
 
 // NewClient returns a client for the server at baseURL.
@@ -42,6 +43,9 @@ func (c *Client) do(ctx context.Context, method, path, contentType string, body 
 	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
 	resp, err := c.http().Do(req)
 	if err != nil {

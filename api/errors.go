@@ -83,6 +83,18 @@ func errorBody(err error) (int, Error) {
 	case errors.As(err, &bad):
 		e.Code, e.Field, e.Reason = commit.CodeInvalid, bad.Field, bad.Reason
 		return http.StatusBadRequest, e
+	case errors.Is(err, ErrUnauthenticated):
+		e.Code = CodeUnauthenticated
+		return http.StatusUnauthorized, e
+	case errors.Is(err, ErrForbidden):
+		e.Code = CodeForbidden
+		return http.StatusForbidden, e
+	case errors.Is(err, pgschema.ErrTokenNotFound):
+		e.Code = CodeUnknownToken
+		return http.StatusNotFound, e
+	case errors.Is(err, pgschema.ErrTokenExists):
+		e.Code = CodeTokenExists
+		return http.StatusConflict, e
 	case errors.Is(err, commit.ErrUnavailable):
 		e.Code = commit.CodeUnavailable
 		return http.StatusServiceUnavailable, e
@@ -138,6 +150,14 @@ func (e Error) Err(status int) error {
 		return &pgschema.InvalidError{Field: e.Field, Reason: e.Reason}
 	case commit.CodeUnavailable:
 		return fmt.Errorf("%w: %s", commit.ErrUnavailable, e.Message)
+	case CodeUnauthenticated:
+		return &authError{sentinel: ErrUnauthenticated, msg: e.Message}
+	case CodeForbidden:
+		return &authError{sentinel: ErrForbidden, msg: e.Message}
+	case CodeUnknownToken:
+		return fmt.Errorf("%w: %s", pgschema.ErrTokenNotFound, e.Message)
+	case CodeTokenExists:
+		return fmt.Errorf("%w: %s", pgschema.ErrTokenExists, e.Message)
 	}
 	return &RemoteError{Status: status, Code: e.Code, Msg: e.Message}
 }

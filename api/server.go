@@ -39,6 +39,7 @@ type Server struct {
 	Committer *commit.Committer
 	Pages     PageSource
 	Logger    *zap.Logger
+	Auth      *Auth // nil: no authentication, everyone may do everything
 
 	MaxPushBytes int64 // request size limit for push; DefaultMaxPushBytes if 0
 	MaxReadPages int   // pages per read request; DefaultMaxReadPages if 0
@@ -108,20 +109,39 @@ const DefaultPageSize = 4096
 //	PUT  /v1/volumes/{name}/mutators/{mutator}    define or replace one (MutatorInfo, sql only)
 //	DELETE /v1/volumes/{name}/mutators/{mutator}  remove one
 //	GET  /v1/volumes/{name}/commits?client=ID&from_seq=A&to_seq=B  a client's stored decisions → []PushResult
+//	POST /v1/tokens                     create a token (CreateTokenRequest) → NewTokenResponse
+//	GET  /v1/tokens                     list tokens → []TokenInfo
+//	DELETE /v1/tokens/{id}              revoke a token
+//
+// With Auth set, every route but /healthz needs a bearer token granting
+// what the route needs (see Access): read, write or admin on the volume it
+// names; creating volumes and managing tokens need an admin token for
+// every volume. GET /v1/volumes lists only the volumes the token reads.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
-	mux.HandleFunc("POST /v1/volumes", s.createVolume)
-	mux.HandleFunc("GET /v1/volumes", s.listVolumes)
-	mux.HandleFunc("GET /v1/volumes/{name}", s.getVolume)
-	mux.HandleFunc("POST /v1/volumes/{name}/push", s.push)
-	mux.HandleFunc("GET /v1/volumes/{name}/pull", s.pull)
-	mux.HandleFunc("POST /v1/volumes/{name}/pages", s.readPages)
-	mux.HandleFunc("PUT /v1/volumes/{name}/settings", s.configure)
-	mux.HandleFunc("GET /v1/volumes/{name}/mutators", s.listMutators)
-	mux.HandleFunc("PUT /v1/volumes/{name}/mutators/{mutator}", s.setMutator)
-	mux.HandleFunc("DELETE /v1/volumes/{name}/mutators/{mutator}", s.deleteMutator)
-	mux.HandleFunc("GET /v1/volumes/{name}/commits", s.clientCommits)
+	for _, rt := range []struct {
+		pattern string
+		need    Access
+		h       http.HandlerFunc
+	}{
+		{"POST /v1/volumes", AccessServerAdmin, s.createVolume},
+		{"GET /v1/volumes", AccessRead, s.listVolumes}, // only the volumes the token reads
+		{"GET /v1/volumes/{name}", AccessRead, s.getVolume},
+		{"POST /v1/volumes/{name}/push", AccessWrite, s.push},
+		{"GET /v1/volumes/{name}/pull", AccessRead, s.pull},
+		{"POST /v1/volumes/{name}/pages", AccessRead, s.readPages},
+		{"PUT /v1/volumes/{name}/settings", AccessAdmin, s.configure},
+		{"GET /v1/volumes/{name}/mutators", AccessRead, s.listMutators},
+		{"PUT /v1/volumes/{name}/mutators/{mutator}", AccessAdmin, s.setMutator},
+		{"DELETE /v1/volumes/{name}/mutators/{mutator}", AccessAdmin, s.deleteMutator},
+		{"GET /v1/volumes/{name}/commits", AccessRead, s.clientCommits},
+		{"POST /v1/tokens", AccessServerAdmin, s.createToken},
+		{"GET /v1/tokens", AccessServerAdmin, s.listTokens},
+		{"DELETE /v1/tokens/{id}", AccessServerAdmin, s.deleteToken},
+	} {
+		mux.HandleFunc(rt.pattern, s.guard(rt.need, rt.h))
+	}
 	return mux
 }
 
@@ -183,9 +203,12 @@ func (s *Server) listVolumes(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	out := make([]VolumeInfo, len(vs))
-	for i, v := range vs {
-		out[i] = volumeInfo(v)
+	g, scoped := grantOf(r.Context())
+	out := make([]VolumeInfo, 0, len(vs))
+	for _, v := range vs {
+		if !scoped || g.allows(AccessRead, v.ID) {
+			out = append(out, volumeInfo(v))
+		}
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -60,7 +60,17 @@ type Config struct {
 	Replay   *replay.Engine   // the replay engine and its sandbox limits; replay.NewEngine() if nil
 
 	ReplayAll bool // replay every commit, as server-reconciliation systems do: for benchmarks only
+
+	// Authentication (DESIGN.md, invariant 7). With Auth or AdminToken set,
+	// every API request needs a bearer token (api.Auth); AdminToken is a
+	// bootstrap token, never stored, accepted as admin on every volume.
+	Auth       bool
+	AdminToken string
+	TokenTTL   time.Duration // how long a verified token is trusted; api.DefaultTokenTTL if 0
 }
+
+// MinAdminTokenLen is the shortest AdminToken accepted.
+const MinAdminTokenLen = 16
 
 // Server is an assembled Cambium server.
 type Server struct {
@@ -83,6 +93,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.CacheBytes == 0 {
 		cfg.CacheBytes = DefaultCacheBytes
+	}
+	if cfg.AdminToken != "" && len(cfg.AdminToken) < MinAdminTokenLen {
+		return nil, fmt.Errorf("the admin token has %d characters: at least %d, random, please", len(cfg.AdminToken), MinAdminTokenLen)
 	}
 	var gatherer prometheus.Gatherer
 	if cfg.Registry == nil {
@@ -148,6 +161,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.Committer.Open()
 	s.API = &api.Server{Meta: s.Meta, Committer: s.Committer, Pages: pageReaders, Logger: log, MaxPushBytes: cfg.MaxPushBytes}
+	if cfg.Auth || cfg.AdminToken != "" {
+		s.API.Auth = &api.Auth{Meta: s.Meta, AdminSecret: cfg.AdminToken, TTL: cfg.TokenTTL}
+	}
 
 	mux := http.NewServeMux()
 	mux.Handle("/", s.API.Handler())

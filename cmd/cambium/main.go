@@ -28,6 +28,7 @@ Commands:
   volume list           list the server's volumes
   volume set-policy NAME POLICY   replay (default), strict or no-merge
   mutator set VOLUME NAME SQL     define a named mutation (also: list, delete)
+  token create [--volume NAME] [--write] [--admin]   an access token (also: list, revoke)
   clone NAME FILE       make FILE a local replica of volume NAME
   exec FILE SQL [ARG]   run one write transaction on a replica
   query FILE SQL [ARG]  print the rows of a query on a replica
@@ -39,7 +40,8 @@ Commands:
   help COMMAND          show a command's help
 
 Every command takes --help. The server is --server URL, else $CAMBIUM_URL,
-else http://127.0.0.1:7070.
+else http://127.0.0.1:7070; a server that requires tokens gets --token TOKEN,
+else $CAMBIUM_TOKEN.
 
 Example:
   cambium volume create notes
@@ -57,7 +59,7 @@ type cliEnv struct {
 }
 
 func commands() []command {
-	return append([]command{volumeCommand(), mutatorCommand(), demoCommand(), benchCommand()}, replicaCommands()...)
+	return append([]command{volumeCommand(), mutatorCommand(), tokenCommand(), demoCommand(), benchCommand()}, replicaCommands()...)
 }
 
 func main() {
@@ -101,13 +103,24 @@ func newFlags(env *cliEnv, name, text string) *flag.FlagSet {
 	return fs
 }
 
-// serverFlag adds --server with its environment fallback.
-func serverFlag(fs *flag.FlagSet) *string {
+// remote is the server a command talks to, and the token it shows.
+type remote struct {
+	url, token *string
+}
+
+// serverFlag adds --server and --token with their environment fallbacks.
+func serverFlag(fs *flag.FlagSet) remote {
 	def := os.Getenv("CAMBIUM_URL")
 	if def == "" {
 		def = "http://127.0.0.1:7070"
 	}
-	return fs.String("server", def, "")
+	return remote{url: fs.String("server", def, ""), token: fs.String("token", os.Getenv("CAMBIUM_TOKEN"), "")}
+}
+
+func (r remote) client() *api.Client {
+	c := api.NewClient(strings.TrimRight(*r.url, "/"))
+	c.Token = *r.token
+	return c
 }
 
 // parse parses flags placed anywhere among the arguments (flag stops at the
@@ -144,5 +157,3 @@ func printJSON(w io.Writer, v any) error {
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
-
-func client(url string) *api.Client { return api.NewClient(strings.TrimRight(url, "/")) }

@@ -7,9 +7,9 @@ import (
 )
 
 const mutatorUsage = `Usage:
-  cambium mutator set VOLUME NAME SQL [--server URL]
-  cambium mutator delete VOLUME NAME [--server URL]
-  cambium mutator list VOLUME [--json] [--server URL]
+  cambium mutator set VOLUME NAME SQL [--server URL] [--token TOKEN]
+  cambium mutator delete VOLUME NAME [--server URL] [--token TOKEN]
+  cambium mutator list VOLUME [--json] [--server URL] [--token TOKEN]
 
 Defines, removes or lists a volume's SQL mutators: named mutations whose
 SQL (statements separated by ';', with :name parameters) client and server
@@ -20,6 +20,7 @@ server replays the mutation by name on head.
 Flags:
   --json          print JSON for scripts
   --server URL    the server (default $CAMBIUM_URL or http://127.0.0.1:7070)
+  --token TOKEN   bearer token, when the server requires one (default $CAMBIUM_TOKEN)
 
 Example:
   cambium mutator set bank transfer \
@@ -43,7 +44,7 @@ func runMutator(ctx context.Context, env *cliEnv, args []string) error {
 	if len(pos) == 0 {
 		return fmt.Errorf("mutator: want a subcommand, set, delete or list (see cambium mutator --help)")
 	}
-	c := client(*server)
+	c := server.client()
 	switch pos[0] {
 	case "set":
 		if len(pos) != 4 {

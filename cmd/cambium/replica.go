@@ -17,7 +17,7 @@ import (
 )
 
 const cloneUsage = `Usage:
-  cambium clone NAME FILE [--server URL]
+  cambium clone NAME FILE [--server URL] [--token TOKEN]
 
 Creates FILE, a local replica of volume NAME, at the server's head. FILE is a
 plain SQLite database (beside it, FILE-cambium holds Cambium's bookkeeping).
@@ -48,7 +48,7 @@ Example:
 `
 
 const pushUsage = `Usage:
-  cambium push FILE [--json] [--server URL]
+  cambium push FILE [--json] [--server URL] [--token TOKEN]
 
 Sends the replica's pending commits to the server, in order, and prints each
 one's decision: fast-path (stored as it was), merged (stored as it was, on
@@ -65,7 +65,7 @@ Example:
 `
 
 const pullUsage = `Usage:
-  cambium pull FILE [--reset] [--json] [--server URL]
+  cambium pull FILE [--reset] [--json] [--server URL] [--token TOKEN]
 
 Brings the replica to the server's head, fetching each changed page once.
 A replica with pending commits made on an older version rebases: it goes to
@@ -78,7 +78,7 @@ Example:
 `
 
 const statusUsage = `Usage:
-  cambium status FILE [--json] [--server URL]
+  cambium status FILE [--json] [--server URL] [--token TOKEN]
 
 Prints the replica's version, the server's head, the pending commits, and
 the transactions the server rejected, with their reasons.
@@ -134,7 +134,7 @@ func runClone(ctx context.Context, env *cliEnv, args []string) error {
 	if _, err := os.Stat(path); err == nil {
 		return fmt.Errorf("clone: %s already exists", path)
 	}
-	c := client(*server)
+	c := server.client()
 	v, err := c.Volume(ctx, name)
 	if err != nil {
 		return err
@@ -313,7 +313,7 @@ func runPush(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	defer r.Close(ctx)
-	results, err := r.Push(ctx, client(*server))
+	results, err := r.Push(ctx, server.client())
 	if *asJSON {
 		out := make([]pushResultJSON, len(results))
 		for i, res := range results {
@@ -356,7 +356,7 @@ func runPull(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	defer r.Close(ctx)
-	c := client(*server)
+	c := server.client()
 	var st replica.Status
 	if *reset {
 		st, err = r.PullReset(ctx, c)
@@ -406,7 +406,7 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	head, herr := int64(-1), error(nil)
 	var v api.VolumeInfo
-	if v, herr = client(*server).Volume(ctx, st.Volume); herr == nil {
+	if v, herr = server.client().Volume(ctx, st.Volume); herr == nil {
 		head = v.Head
 	}
 	rejected, err := r.Rejected(ctx)

@@ -9,9 +9,9 @@ import (
 )
 
 const volumeUsage = `Usage:
-  cambium volume create NAME [--page-size N] [--json] [--server URL]
-  cambium volume list [--json] [--server URL]
-  cambium volume set-policy NAME POLICY [--allow-ddl] [--json] [--server URL]
+  cambium volume create NAME [--page-size N] [--json] [--server URL] [--token TOKEN]
+  cambium volume list [--json] [--server URL] [--token TOKEN]
+  cambium volume set-policy NAME POLICY [--allow-ddl] [--json] [--server URL] [--token TOKEN]
 
 Creates or lists volumes (replicated SQLite databases on the server), or
 sets what the server does with a commit whose base is stale:
@@ -29,6 +29,7 @@ Flags:
                   (CREATE/DROP/ALTER); without it such a replay is rejected
   --json          print JSON for scripts
   --server URL    the server (default $CAMBIUM_URL or http://127.0.0.1:7070)
+  --token TOKEN   bearer token, when the server requires one (default $CAMBIUM_TOKEN)
 
 Example:
   cambium volume create notes
@@ -53,7 +54,7 @@ func runVolume(ctx context.Context, env *cliEnv, args []string) error {
 	if len(pos) == 0 {
 		return fmt.Errorf("volume: want a subcommand, create, list or set-policy (see cambium volume --help)")
 	}
-	c := client(*server)
+	c := server.client()
 	switch pos[0] {
 	case "create":
 		if len(pos) != 2 {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/dustin/go-humanize"
@@ -46,10 +47,23 @@ Flags (each falls back to the environment variable shown):
   --log-level LEVEL   debug, info, warn or error (CAMBIUM_LOG_LEVEL, default info)
   --log-format FMT    json or console (CAMBIUM_LOG_FORMAT, default json)
 
+Authentication (tokens scope who reads and writes which volume):
+  --auth              require a bearer token on every API request (CAMBIUM_AUTH=true);
+                      on whenever an admin token is given
+  --admin-token-file FILE
+                      a bootstrap token, admin on every volume, read from FILE
+                      (CAMBIUM_ADMIN_TOKEN_FILE), or from CAMBIUM_ADMIN_TOKEN;
+                      at least 16 characters; never stored. Create the clients'
+                      tokens with it: cambium token create --help
+  --no-auth           serve without authentication on an address other than
+                      loopback (refused otherwise: anyone who reaches it could
+                      read and write every volume)
+
 Endpoints: /v1/... (the API), /healthz, /metrics (Prometheus).
 
 Example:
   cambiumd --data ./cambium-data
+  CAMBIUM_ADMIN_TOKEN=$(openssl rand -hex 24) cambiumd --listen 0.0.0.0:7070
   CAMBIUM_S3_ACCESS_KEY=k CAMBIUM_S3_SECRET_KEY=s cambiumd --pg postgres://localhost/cambium --s3 127.0.0.1:9000
 `
 
@@ -88,8 +102,26 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	workers := fs.Int("workers", 0, "")
 	logLevel := fs.String("log-level", env("CAMBIUM_LOG_LEVEL", "info"), "")
 	logFormat := fs.String("log-format", env("CAMBIUM_LOG_FORMAT", "json"), "")
+	authOn := fs.Bool("auth", env("CAMBIUM_AUTH", "") == "true", "")
+	adminFile := fs.String("admin-token-file", env("CAMBIUM_ADMIN_TOKEN_FILE", ""), "")
+	noAuth := fs.Bool("no-auth", false, "")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	adminToken := os.Getenv("CAMBIUM_ADMIN_TOKEN")
+	if *adminFile != "" {
+		b, err := os.ReadFile(*adminFile)
+		if err != nil {
+			return fmt.Errorf("--admin-token-file: %w", err)
+		}
+		adminToken = strings.TrimSpace(string(b))
+	}
+	auth := *authOn || adminToken != ""
+	if auth && *noAuth {
+		return errors.New("--no-auth given with --auth or an admin token: choose one")
+	}
+	if !auth && !*noAuth && !loopback(*listen) {
+		return fmt.Errorf("refusing to serve %s without authentication: anyone who reaches it could read and write every volume; set CAMBIUM_ADMIN_TOKEN (see --help), or pass --no-auth", *listen)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
@@ -108,7 +140,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--cache %q: %w", *cache, err)
 	}
-	cfg := server.Config{DataDir: *data, PostgresURL: *pg, CacheBytes: int64(cacheBytes), Workers: *workers, Logger: log}
+	cfg := server.Config{DataDir: *data, PostgresURL: *pg, CacheBytes: int64(cacheBytes), Workers: *workers, Logger: log,
+		Auth: auth, AdminToken: adminToken}
 	if cfg.Hooks, err = faultHooks(os.Getenv("CAMBIUM_FAULT"), log); err != nil {
 		return err
 	}
@@ -127,11 +160,27 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		srv.Close(context.Background())
 		return err
 	}
-	log.Info("cambiumd listening", zap.String("addr", "http://"+ln.Addr().String()), zap.String("backends", srv.Backends()))
+	if !auth {
+		log.Warn("authentication is off: every client may read and write every volume (see --help, Authentication)")
+	}
+	log.Info("cambiumd listening", zap.String("addr", "http://"+ln.Addr().String()), zap.String("backends", srv.Backends()), zap.Bool("auth", auth))
 	serveErr := srv.Serve(ctx, ln)
 	log.Info("cambiumd stopping")
 	closeErr := srv.Close(context.Background())
 	return errors.Join(serveErr, closeErr)
+}
+
+// loopback reports whether addr (host:port) listens on loopback only.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // faultHooks makes the process kill itself with SIGKILL at a named step of
