@@ -163,6 +163,14 @@ func (c *Client) Pull(ctx context.Context, volume string, from int64, fn func(St
 	return readPageStream(resp.Body, fn)
 }
 
+// Changes returns the numbers of the pages changed in (from, head], with
+// the head and its page count.
+func (c *Client) Changes(ctx context.Context, volume string, from int64) (Changes, error) {
+	var out Changes
+	err := c.doJSON(ctx, http.MethodGet, volumePath(volume, "/changes?from="+strconv.FormatInt(from, 10)), nil, &out)
+	return out, err
+}
+
 // ReadPages streams the given pages of snapshot (volume, version) to fn;
 // pages the snapshot does not have are left out.
 func (c *Client) ReadPages(ctx context.Context, volume string, version int64, pageNos []uint32, fn func(StreamedPage) error) (PageStreamHeader, error) {

@@ -103,6 +103,7 @@ const DefaultPageSize = 4096
 //	GET  /v1/volumes/{name}             one volume, with its head
 //	POST /v1/volumes/{name}/push        push commits (push body) → PushResponse
 //	GET  /v1/volumes/{name}/pull?from=V pages changed in (V, head] (page stream)
+//	GET  /v1/volumes/{name}/changes?from=V  numbers of the pages changed in (V, head] → Changes
 //	POST /v1/volumes/{name}/pages       read pages at a version (page stream)
 //	PUT  /v1/volumes/{name}/settings    conflict policy and DDL on replay (Settings) → VolumeInfo
 //	GET  /v1/volumes/{name}/mutators    the volume's SQL mutators → []MutatorInfo
@@ -130,6 +131,7 @@ func (s *Server) Handler() http.Handler {
 		{"GET /v1/volumes/{name}", AccessRead, s.getVolume},
 		{"POST /v1/volumes/{name}/push", AccessWrite, s.push},
 		{"GET /v1/volumes/{name}/pull", AccessRead, s.pull},
+		{"GET /v1/volumes/{name}/changes", AccessRead, s.changes},
 		{"POST /v1/volumes/{name}/pages", AccessRead, s.readPages},
 		{"PUT /v1/volumes/{name}/settings", AccessAdmin, s.configure},
 		{"GET /v1/volumes/{name}/mutators", AccessRead, s.listMutators},
@@ -326,6 +328,47 @@ func (s *Server) pull(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.streamPages(w, r, v, v.Head, v.PageCount, refs)
+}
+
+// Changes is the answer to GET /v1/volumes/{name}/changes: what pull would
+// send, without the bytes. A lazy replica fetches only the changed pages
+// it holds and forgets the others.
+type Changes struct {
+	Head      int64       `json:"head"`
+	PageCount uint32      `json:"page_count"` // at Head
+	Pages     [][2]uint32 `json:"pages"`      // ascending runs [first, last] of changed page numbers
+}
+
+func (s *Server) changes(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	v, err := s.Meta.Volume(ctx, r.PathValue("name"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	from, err := parseVersion(r.URL.Query().Get("from"), "from")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if from > v.Head {
+		s.fail(w, r, &commit.BaseAheadError{Base: from, Head: v.Head})
+		return
+	}
+	refs, err := s.Meta.ChangedPages(ctx, v.ID, from, v.Head)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := Changes{Head: v.Head, PageCount: v.PageCount, Pages: [][2]uint32{}}
+	for _, ref := range refs {
+		if n := len(out.Pages); n > 0 && out.Pages[n-1][1]+1 == ref.PageNo {
+			out.Pages[n-1][1] = ref.PageNo
+		} else {
+			out.Pages = append(out.Pages, [2]uint32{ref.PageNo, ref.PageNo})
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // readPages streams the requested pages of snapshot (volume, version), for

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -122,6 +123,24 @@ func TestAPI_PushPull(t *testing.T) {
 				// Page 4 was written in (1, 3] but lies beyond page count 3 at head.
 				if h.Head != 3 || len(got) != 1 || got[1].Version != 3 {
 					t.Fatalf("pull from 1: %d pages %v, want only page 1 at version 3", len(got), got)
+				}
+			})
+			t.Run("Changes", func(t *testing.T) {
+				// What pull sends, as runs of page numbers.
+				for _, tc := range []struct {
+					from int64
+					want [][2]uint32
+				}{{0, [][2]uint32{{1, 3}}}, {1, [][2]uint32{{1, 1}}}, {3, [][2]uint32{}}} {
+					ch, err := c.Changes(ctx, "v", tc.from)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if ch.Head != 3 || ch.PageCount != 3 || !slices.Equal(ch.Pages, tc.want) {
+						t.Fatalf("changes from %d = %+v, want head 3, 3 pages, runs %v", tc.from, ch, tc.want)
+					}
+				}
+				if _, err := c.Changes(ctx, "v", 4); !errors.As(err, new(*commit.BaseAheadError)) {
+					t.Fatalf("changes from 4 > head: %v, want base ahead", err)
 				}
 			})
 			t.Run("ReadPagesAtVersion", func(t *testing.T) {
