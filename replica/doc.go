@@ -100,6 +100,13 @@
 // A failure that may leave the main file behind marks the replica broken
 // (ErrBroken) until a reopen.
 //
+// # Lazy replicas
+//
+// A replica created with Options.Lazy starts with no page and fetches each
+// from the server (Options.Fetcher) when SQLite first reads it; its main
+// file is sparse until every page was read. lazy.go says which pages it
+// holds and how that set stays right across pulls and crashes.
+//
 // # Connections
 //
 // Each open Replica takes one VFS name from a pool registered at init

@@ -97,25 +97,46 @@ func (r *Replica) PageCount(ctx context.Context) (uint32, error) {
 }
 
 // ReadPage implements vfs.PageSource: from the overlay, else from the main
-// file (see overlay for the zeros above floor).
+// file (see overlay for the zeros above floor); a lazy replica fetches a
+// page its main file does not hold (lazy.go).
 func (r *Replica) ReadPage(ctx context.Context, pgno uint32, p []byte) error {
 	if err := r.brokenErr(); err != nil {
 		return err
 	}
 	r.ov.mu.RLock()
-	defer r.ov.mu.RUnlock()
 	if r.ov.commits > 0 {
 		if q, ok := r.ov.pages[pgno]; ok {
 			copy(p, q)
+			r.ov.mu.RUnlock()
 			return nil
 		}
 		if pgno > r.ov.floor {
 			clear(p)
+			r.ov.mu.RUnlock()
 			return nil
 		}
 	}
+	if r.lz.on && !r.lz.has(pgno) {
+		r.ov.mu.RUnlock()
+		return r.fetchPage(ctx, pgno, p)
+	}
 	_, err := r.main.ReadAt(p, int64(pgno-1)*int64(r.pageSize))
+	r.ov.mu.RUnlock()
 	return err
+}
+
+// saveFetched records the pages fetched since the last record, after an
+// fsync of the main file that holds them.
+func (r *Replica) saveFetched(ctx context.Context) error {
+	r.state.Lock()
+	defer r.state.Unlock()
+	if !r.lz.on || len(r.lz.unsaved) == 0 {
+		return nil
+	}
+	if err := r.main.Sync(); err != nil {
+		return fmt.Errorf("sync main: %w", err)
+	}
+	return r.side.tx(ctx, func(tx *sql.Tx) error { return r.saveResidentLocked(ctx, tx, nil, nil, true) })
 }
 
 // Checkpoint moves the overlay into the main file: after it returns, the
@@ -194,8 +215,12 @@ func (r *Replica) checkpointSteps(ctx context.Context, seq uint64) error {
 	if err := r.step(stepMarkApplied, seq); err != nil {
 		return err
 	}
+	add, drop := r.checkpointResident(o.pages, o.floor, o.count)
 	return r.side.tx(ctx, func(tx *sql.Tx) error {
 		if err := setMeta(ctx, tx, metaAppliedSeq, seq); err != nil {
+			return err
+		}
+		if err := r.saveResidentLocked(ctx, tx, add, drop, true); err != nil {
 			return err
 		}
 		return setMeta(ctx, tx, metaMainPageCount, o.count)

@@ -96,7 +96,7 @@ func (r *Replica) rebase(ctx context.Context, c *api.Client, results map[uint64]
 	if err != nil {
 		return err
 	}
-	pages, h, err := r.fetchAt(ctx, c, touched)
+	rs, err := r.fetchAt(ctx, c, touched)
 	if err != nil {
 		return err
 	}
@@ -120,10 +120,10 @@ func (r *Replica) rebase(ctx context.Context, c *api.Client, results map[uint64]
 		}
 		return nil
 	}
-	err = r.Reset(ctx, uint64(h.Head), h.PageCount, pages)
+	err = r.remote(ctx, rs, true)
 	r.resetExtra = nil
 	if err != nil {
-		return fmt.Errorf("rebase: reset to version %d: %w", h.Head, err)
+		return fmt.Errorf("rebase: reset to version %d: %w", rs.version, err)
 	}
 	return r.finishRedoHeld(ctx)
 }
@@ -210,15 +210,19 @@ func (r *Replica) finishRedoHeld(ctx context.Context) (err error) {
 
 // fetchAt fetches the pages changed since the replica's base and, at the
 // same head, the pages in extra (those its pending commits wrote, which a
-// reset must restore).
-func (r *Replica) fetchAt(ctx context.Context, c *api.Client, extra []uint32) (map[uint32][]byte, api.PageStreamHeader, error) {
+// reset must restore). A lazy replica fetches, of the changed pages, only
+// those it holds (lazy.go).
+func (r *Replica) fetchAt(ctx context.Context, c *api.Client, extra []uint32) (*remoteState, error) {
 	st, err := r.Status(ctx)
 	if err != nil {
-		return nil, api.PageStreamHeader{}, err
+		return nil, err
+	}
+	if r.lz.on {
+		return r.fetchRemote(ctx, c, st.BaseVersion, extra)
 	}
 	pages, h, err := r.fetchChanged(ctx, c, st.BaseVersion)
 	if err != nil {
-		return nil, h, err
+		return nil, err
 	}
 	var missing []uint32
 	for _, no := range extra {
@@ -226,24 +230,10 @@ func (r *Replica) fetchAt(ctx context.Context, c *api.Client, extra []uint32) (m
 			missing = append(missing, no)
 		}
 	}
-	for len(missing) > 0 {
-		chunk := missing[:min(len(missing), api.DefaultMaxReadPages)]
-		missing = missing[len(chunk):]
-		if _, err := c.ReadPages(ctx, r.volume, h.Head, chunk, func(p api.StreamedPage) error {
-			pages[p.No] = p.Data
-			return nil
-		}); err != nil {
-			return nil, h, fmt.Errorf("pull: read pages at %d: %w", h.Head, err)
-		}
-		// A page within the page count that no version ever wrote is zeros,
-		// as in a file SQLite extended without writing.
-		for _, no := range chunk {
-			if _, ok := pages[no]; !ok {
-				pages[no] = make([]byte, r.pageSize)
-			}
-		}
+	if err := r.readPagesAt(ctx, c, h.Head, missing, pages); err != nil {
+		return nil, err
 	}
-	return pages, h, nil
+	return &remoteState{version: uint64(h.Head), count: h.PageCount, pages: pages}, nil
 }
 
 // Rejected returns the local transactions that were dropped because the

@@ -13,8 +13,11 @@ import (
 // current state. It waits for open transactions on the replica to finish,
 // checkpoints, and fails with ErrPendingCommits while local commits are
 // pending.
+//
+// A lazy replica forgets every page it holds that pages does not carry:
+// it fetches them again when read. (Pull tells it which pages changed.)
 func (r *Replica) ApplyRemote(ctx context.Context, version uint64, pageCount uint32, pages map[uint32][]byte) error {
-	if err := r.remote(ctx, version, pageCount, pages, false); err != nil {
+	if err := r.remote(ctx, &remoteState{version: version, count: pageCount, pages: pages}, false); err != nil {
 		return fmt.Errorf("apply remote %d: %w", version, err)
 	}
 	return nil
@@ -27,17 +30,29 @@ func (r *Replica) ApplyRemote(ctx context.Context, version uint64, pageCount uin
 // ApplyRemote it waits for open transactions and checkpoints first; a
 // crash midway is finished by Open.
 func (r *Replica) Reset(ctx context.Context, version uint64, pageCount uint32, pages map[uint32][]byte) error {
-	if err := r.remote(ctx, version, pageCount, pages, true); err != nil {
+	if err := r.remote(ctx, &remoteState{version: version, count: pageCount, pages: pages}, true); err != nil {
 		return fmt.Errorf("reset to %d: %w", version, err)
 	}
 	return nil
 }
 
+// remoteState is a server version to bring the replica to: its page count,
+// the pages to write, and, for a lazy replica, the pages that changed since
+// the replica's base (nil: not known).
+type remoteState struct {
+	version uint64
+	count   uint32
+	pages   map[uint32][]byte
+	changed []uint32
+}
+
 // remote is ApplyRemote, or Reset when drop is set. The sidecar records the
-// remote state (and, for Reset, drops the pending commits) in one fsynced
-// transaction; then the main file is written and fsynced; then the remote
-// state is cleared. Open finishes a remote state it finds.
-func (r *Replica) remote(ctx context.Context, version uint64, pageCount uint32, pages map[uint32][]byte, drop bool) error {
+// remote state (and, for Reset, drops the pending commits; for a lazy
+// replica, forgets the pages it makes wrong) in one fsynced transaction;
+// then the main file is written and fsynced; then the remote state is
+// cleared. Open finishes a remote state it finds.
+func (r *Replica) remote(ctx context.Context, rs *remoteState, drop bool) error {
+	version, pageCount, pages := rs.version, rs.count, rs.pages
 	if err := r.brokenErr(); err != nil {
 		return err
 	}
@@ -57,7 +72,11 @@ func (r *Replica) remote(ctx context.Context, version uint64, pageCount uint32, 
 		if err := r.checkpointLocked(ctx); err != nil {
 			return err
 		}
+		forget := r.remoteForget(rs.changed, pageCount, pages)
 		err := r.side.durableTx(ctx, func(tx *sql.Tx) error {
+			if err := r.saveResidentLocked(ctx, tx, nil, forget, false); err != nil {
+				return err
+			}
 			if drop {
 				if _, err := tx.ExecContext(ctx, "DELETE FROM pending"); err != nil {
 					return err
@@ -126,6 +145,9 @@ func (r *Replica) finishRemoteLocked(ctx context.Context, version uint64, pageCo
 	// writes the same pages again.
 	if err := r.side.tx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, "DELETE FROM remote"); err != nil {
+			return err
+		}
+		if err := r.saveResidentLocked(ctx, tx, sortedKeys(pages), nil, true); err != nil {
 			return err
 		}
 		for k, v := range map[string]any{metaBaseVersion: version, metaBasePageCount: pageCount, metaMainPageCount: pageCount} {

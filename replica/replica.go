@@ -103,6 +103,18 @@ type Options struct {
 	// PushBatch is the most commits one push request carries;
 	// MaxPushCommits if 0 (and at most that).
 	PushBatch int
+
+	// Lazy, when the replica is created, makes it lazy: it starts with no
+	// page and fetches each from the server the first time SQLite reads
+	// it (lazy.go). It is recorded; later opens need not repeat it.
+	Lazy bool
+	// Fetcher reads the pages a lazy replica does not hold (an
+	// *api.Client). Without one, reading such a page fails with
+	// ErrNoFetcher.
+	Fetcher Fetcher
+	// ReadAhead is how many pages a lazy replica fetches per miss: the
+	// page read and the next ones it does not hold. DefaultReadAhead if 0.
+	ReadAhead int
 }
 
 // Status is a snapshot of a replica's bookkeeping.
@@ -174,6 +186,7 @@ type Replica struct {
 	main     *os.File
 	faults   faults
 	ov       overlay
+	lz       lazyState
 
 	// writeMu is a one-slot semaphore held by the connection running a write
 	// transaction, or by a rebase.
@@ -251,7 +264,10 @@ func (r *Replica) open(ctx context.Context, opts Options) error {
 		return err
 	}
 	r.state.Lock()
-	err = r.recoverLocked(ctx)
+	err = r.loadLazyLocked(ctx)
+	if err == nil {
+		err = r.recoverLocked(ctx)
+	}
 	r.state.Unlock()
 	if err != nil {
 		return fmt.Errorf("recover: %w", err)
@@ -288,6 +304,11 @@ func (r *Replica) initMeta(ctx context.Context, opts Options) error {
 				metaNextSeq: 1, metaBaseVersion: 0, metaBasePageCount: 0,
 			} {
 				if err := setMeta(ctx, tx, k, v); err != nil {
+					return err
+				}
+			}
+			if opts.Lazy {
+				if err := setMeta(ctx, tx, metaLazy, "1"); err != nil {
 					return err
 				}
 			}
@@ -332,6 +353,8 @@ func (r *Replica) Close(ctx context.Context) error {
 	clean := false
 	if r.side != nil && r.main != nil && r.brokenErr() == nil {
 		if err := r.Checkpoint(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("close: %w", err))
+		} else if err := r.saveFetched(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("close: %w", err))
 		} else {
 			clean = true

@@ -38,6 +38,8 @@ import (
 //	               head, with the sequence number each re-run takes
 //	               (rebase.go)
 //	rejected       transactions the server rejected, dropped, with why
+//	resident       for a lazy replica, the pages of the main file that are
+//	               right for its state (lazy.go)
 //
 // next_seq in meta is only a floor: the next sequence number is the larger
 // of it, max(pending.seq)+1 and the redo log's last frame+1, so a commit
@@ -75,6 +77,9 @@ CREATE TABLE IF NOT EXISTS redo(
 	new_seq INTEGER,
 	record  BLOB NOT NULL
 ) STRICT;
+CREATE TABLE IF NOT EXISTS resident(
+	pgno INTEGER PRIMARY KEY
+) STRICT;
 CREATE TABLE IF NOT EXISTS rejected(
 	seq    INTEGER PRIMARY KEY,
 	at     INTEGER NOT NULL,
@@ -96,6 +101,7 @@ const (
 	metaAppliedSeq    = "applied_seq"
 	metaMainPageCount = "main_page_count"
 	metaSyncedSeq     = "synced_seq"
+	metaLazy          = "lazy" // "1": pages are fetched on first read (lazy.go)
 )
 
 // sidecar is the open sidecar: its database, one SQLite connection in

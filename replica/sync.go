@@ -160,19 +160,19 @@ func (r *Replica) Pull(ctx context.Context, c *api.Client) (Status, error) {
 		}
 		return r.Status(ctx)
 	}
-	pages, h, err := r.fetchChanged(ctx, c, st.BaseVersion)
+	rs, err := r.fetchAt(ctx, c, nil)
 	if err != nil {
 		return st, err
 	}
-	if uint64(h.Head) == st.BaseVersion {
+	if rs.version == st.BaseVersion {
 		return st, nil
 	}
-	if err := r.ApplyRemote(ctx, uint64(h.Head), h.PageCount, pages); err != nil {
+	if err := r.remote(ctx, rs, false); err != nil {
 		if errors.Is(err, ErrPendingCommits) {
 			// A local transaction committed while we fetched: pull again later.
 			return st, fmt.Errorf("pull: a local commit arrived meanwhile: %w", err)
 		}
-		return st, fmt.Errorf("pull: apply version %d: %w", h.Head, err)
+		return st, fmt.Errorf("pull: apply version %d: %w", rs.version, err)
 	}
 	return r.Status(ctx)
 }
@@ -190,12 +190,12 @@ func (r *Replica) PullReset(ctx context.Context, c *api.Client) (Status, error) 
 	if err != nil {
 		return st, err
 	}
-	pages, h, err := r.fetchAt(ctx, c, touched)
+	rs, err := r.fetchAt(ctx, c, touched)
 	if err != nil {
 		return st, err
 	}
-	if err := r.Reset(ctx, uint64(h.Head), h.PageCount, pages); err != nil {
-		return st, fmt.Errorf("pull: reset to version %d: %w", h.Head, err)
+	if err := r.remote(ctx, rs, true); err != nil {
+		return st, fmt.Errorf("pull: reset to version %d: %w", rs.version, err)
 	}
 	return r.Status(ctx)
 }

@@ -199,3 +199,35 @@ func TestCLI_Demo(t *testing.T) {
 		}
 	}
 }
+
+// TestCLI_LazyClone: a lazy clone answers queries with the pages it
+// fetches, writes, pushes, and says what it holds in status.
+func TestCLI_LazyClone(t *testing.T) {
+	s := mustServerFlag(t)
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.db"), filepath.Join(dir, "b.db")
+	mustCLI(t, "volume", "create", "big", s)
+	mustCLI(t, "clone", "big", a, s)
+	mustCLI(t, "exec", a, "CREATE TABLE t(id INTEGER PRIMARY KEY, body BLOB)")
+	mustCLI(t, "exec", a, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000) INSERT INTO t SELECT i, randomblob(2000) FROM n")
+	mustCLI(t, "push", a, s)
+	if out := mustCLI(t, "clone", "--lazy", "big", b, s); !strings.Contains(out, "lazy") {
+		t.Fatalf("clone --lazy:\n%s", out)
+	}
+	if out := mustCLI(t, "query", b, "SELECT length(body) FROM t WHERE id = 500", s); !strings.Contains(out, "2000") {
+		t.Fatalf("query on the lazy clone:\n%s", out)
+	}
+	var st replicaStatus
+	if err := json.Unmarshal([]byte(mustCLI(t, "status", b, "--json", s)), &st); err != nil {
+		t.Fatal(err)
+	}
+	if !st.Lazy || st.Resident == 0 || st.Resident >= int(st.Pages)/4 {
+		t.Fatalf("status of the lazy clone after one query = %+v, want lazy with a few of its %d pages", st, st.Pages)
+	}
+	mustCLI(t, "exec", b, "UPDATE t SET body = x'00' WHERE id = 500", s)
+	mustCLI(t, "push", b, s)
+	mustCLI(t, "pull", a, s)
+	if out := mustCLI(t, "query", a, "SELECT length(body) FROM t WHERE id = 500"); !strings.Contains(out, "1") || strings.Contains(out, "2000") {
+		t.Fatalf("a after b's push:\n%s", out)
+	}
+}

@@ -17,31 +17,40 @@ import (
 )
 
 const cloneUsage = `Usage:
-  cambium clone NAME FILE [--server URL] [--token TOKEN]
+  cambium clone NAME FILE [--lazy] [--server URL] [--token TOKEN]
 
 Creates FILE, a local replica of volume NAME, at the server's head. FILE is a
 plain SQLite database (beside it, FILE-cambium holds Cambium's bookkeeping).
 
+With --lazy the replica starts with no page: each page is fetched from the
+server the first time a query reads it (with a few following pages), and
+kept. Pulls then fetch only the changed pages it holds. A lazy replica's
+commands need the server (--server) whenever they read a page it lacks,
+and FILE is complete only once every page was read.
+
 Example:
   cambium clone notes notes.db
+  cambium clone --lazy big big.db && cambium query big.db 'SELECT * FROM t WHERE id = 42'
 `
 
 const execUsage = `Usage:
-  cambium exec FILE SQL [ARG...]
+  cambium exec FILE SQL [ARG...] [--server URL] [--token TOKEN]
 
 Runs SQL as one write transaction on the replica FILE and stores it as a
 local commit, to be sent by cambium push. Each ARG binds one ? in order; an
 ARG that reads as an integer or a number binds as one, anything else as text.
+The server is needed only by a lazy replica, for pages it lacks.
 
 Example:
   cambium exec notes.db 'INSERT INTO notes(body) VALUES (?)' 'buy milk'
 `
 
 const queryUsage = `Usage:
-  cambium query FILE SQL [ARG...] [--json]
+  cambium query FILE SQL [ARG...] [--json] [--server URL] [--token TOKEN]
 
 Runs a read-only query on the replica FILE and prints the rows, tab-separated
-under a header (or as a JSON array of objects with --json).
+under a header (or as a JSON array of objects with --json). The server is
+needed only by a lazy replica, for pages it lacks.
 
 Example:
   cambium query notes.db 'SELECT id, body FROM notes ORDER BY id'
@@ -99,17 +108,17 @@ func replicaCommands() []command {
 }
 
 // openReplica opens an existing replica; it refuses to create one, which is
-// clone's job.
-func openReplica(ctx context.Context, path string) (*replica.Replica, error) {
+// clone's job. A lazy replica fetches the pages it lacks from server.
+func openReplica(ctx context.Context, path string, server remote) (*replica.Replica, error) {
 	if _, err := os.Stat(path + "-cambium"); err != nil {
 		return nil, fmt.Errorf("%s is not a Cambium replica (no %s-cambium); create one with cambium clone", path, path)
 	}
-	return replica.Open(ctx, path, replica.Options{})
+	return replica.Open(ctx, path, replica.Options{Fetcher: server.client()})
 }
 
 // openFileArg parses a command's flags and its one argument, FILE, and
 // opens that replica.
-func openFileArg(ctx context.Context, fs *flag.FlagSet, args []string, name string) (*replica.Replica, error) {
+func openFileArg(ctx context.Context, fs *flag.FlagSet, args []string, name string, server remote) (*replica.Replica, error) {
 	pos, err := parse(fs, args)
 	if err != nil {
 		return nil, err
@@ -117,12 +126,13 @@ func openFileArg(ctx context.Context, fs *flag.FlagSet, args []string, name stri
 	if len(pos) != 1 {
 		return nil, fmt.Errorf("%s: want FILE (see cambium %s --help)", name, name)
 	}
-	return openReplica(ctx, pos[0])
+	return openReplica(ctx, pos[0], server)
 }
 
 func runClone(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags(env, "clone", cloneUsage)
 	server := serverFlag(fs)
+	lazy := fs.Bool("lazy", false, "")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -139,7 +149,7 @@ func runClone(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	r, err := replica.Open(ctx, path, replica.Options{Volume: name, PageSize: v.PageSize})
+	r, err := replica.Open(ctx, path, replica.Options{Volume: name, PageSize: v.PageSize, Lazy: *lazy, Fetcher: c})
 	if err != nil {
 		return err
 	}
@@ -147,6 +157,10 @@ func runClone(ctx context.Context, env *cliEnv, args []string) error {
 	st, err := r.Pull(ctx, c)
 	if err != nil {
 		return err
+	}
+	if *lazy {
+		fmt.Fprintf(env.stdout, "cloned %s into %s at version %d (%d pages, lazy: fetched when first read)\n", name, path, st.BaseVersion, st.PageCount)
+		return nil
 	}
 	fmt.Fprintf(env.stdout, "cloned %s into %s at version %d (%d pages)\n", name, path, st.BaseVersion, st.PageCount)
 	return nil
@@ -177,6 +191,7 @@ type sqlArgs struct {
 // openSQLArgs parses FILE SQL [ARG...], opens the replica and a *sql.DB on
 // it. The caller closes both.
 func openSQLArgs(ctx context.Context, fs *flag.FlagSet, args []string, name string) (*replica.Replica, *sql.DB, sqlArgs, error) {
+	server := serverFlag(fs) // a lazy replica fetches the pages it lacks
 	pos, err := parse(fs, args)
 	if err != nil {
 		return nil, nil, sqlArgs{}, err
@@ -184,7 +199,7 @@ func openSQLArgs(ctx context.Context, fs *flag.FlagSet, args []string, name stri
 	if len(pos) < 2 {
 		return nil, nil, sqlArgs{}, fmt.Errorf("%s: want FILE and SQL (see cambium %s --help)", name, name)
 	}
-	r, err := openReplica(ctx, pos[0])
+	r, err := openReplica(ctx, pos[0], server)
 	if err != nil {
 		return nil, nil, sqlArgs{}, err
 	}
@@ -308,7 +323,7 @@ func runPush(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags(env, "push", pushUsage)
 	server := serverFlag(fs)
 	asJSON := fs.Bool("json", false, "")
-	r, err := openFileArg(ctx, fs, args, "push")
+	r, err := openFileArg(ctx, fs, args, "push", server)
 	if err != nil {
 		return err
 	}
@@ -351,7 +366,7 @@ func runPull(ctx context.Context, env *cliEnv, args []string) error {
 	server := serverFlag(fs)
 	reset := fs.Bool("reset", false, "")
 	asJSON := fs.Bool("json", false, "")
-	r, err := openFileArg(ctx, fs, args, "pull")
+	r, err := openFileArg(ctx, fs, args, "pull", server)
 	if err != nil {
 		return err
 	}
@@ -367,7 +382,7 @@ func runPull(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	if *asJSON {
-		return printJSON(env.stdout, statusJSON(st, -1))
+		return printJSON(env.stdout, statusJSON(st, r.Lazy(), -1))
 	}
 	fmt.Fprintf(env.stdout, "at version %d (%d pages), %d commit(s) pending\n", st.BaseVersion, st.PageCount, st.Pending)
 	return nil
@@ -382,20 +397,22 @@ type replicaStatus struct {
 	Pages    uint32 `json:"pages"`
 	PageSize int    `json:"page_size"`
 	Pending  int    `json:"pending"`
+	Lazy     bool   `json:"lazy,omitempty"`     // pages are fetched when first read
+	Resident int    `json:"resident,omitempty"` // for a lazy replica, the pages it holds
 
 	Rejected []replica.RejectedCommit `json:"rejected,omitempty"`
 }
 
-func statusJSON(st replica.Status, head int64) replicaStatus {
+func statusJSON(st replica.Status, lz replica.LazyStats, head int64) replicaStatus {
 	return replicaStatus{Volume: st.Volume, ClientID: st.ClientID, Version: st.BaseVersion, Head: head,
-		Pages: st.PageCount, PageSize: st.PageSize, Pending: st.Pending}
+		Pages: st.PageCount, PageSize: st.PageSize, Pending: st.Pending, Lazy: lz.Lazy, Resident: lz.Resident}
 }
 
 func runStatus(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags(env, "status", statusUsage)
 	server := serverFlag(fs)
 	asJSON := fs.Bool("json", false, "")
-	r, err := openFileArg(ctx, fs, args, "status")
+	r, err := openFileArg(ctx, fs, args, "status", server)
 	if err != nil {
 		return err
 	}
@@ -414,11 +431,14 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	if *asJSON {
-		out := statusJSON(st, head)
+		out := statusJSON(st, r.Lazy(), head)
 		out.Rejected = rejected
 		return printJSON(env.stdout, out)
 	}
 	fmt.Fprintf(env.stdout, "volume %s, replica at version %d (%d pages of %d bytes)\n", st.Volume, st.BaseVersion, st.PageCount, st.PageSize)
+	if lz := r.Lazy(); lz.Lazy {
+		fmt.Fprintf(env.stdout, "lazy: %d of %d pages held, the others fetched when first read\n", lz.Resident, st.PageCount)
+	}
 	if herr != nil {
 		fmt.Fprintf(env.stdout, "server head unknown: %v\n", explain(herr))
 	} else {
