@@ -9,13 +9,12 @@ import (
 	"github.com/cambiumdb/cambium/pgschema/metastoretest"
 )
 
-// TestStore_ConformanceOtherPaths runs the suite with every ChangedPages
-// range taking the long-range query and every AppendAll sending its page
-// rows by COPY, which the suite's short histories and small batches would
+// TestStore_ConformanceOtherPaths runs the suite with every AppendAll
+// sending its page rows by COPY, which the suite's small batches would
 // otherwise rarely reach.
 func TestStore_ConformanceOtherPaths(t *testing.T) {
-	defer func(old int64, oldCopy int) { wideRange, copyThresholdAll = old, oldCopy }(wideRange, copyThresholdAll)
-	wideRange, copyThresholdAll = 1, 0
+	defer func(oldCopy int) { copyThresholdAll = oldCopy }(copyThresholdAll)
+	copyThresholdAll = 0
 	metastoretest.Run(t, func(t *testing.T) pgschema.Metastore {
 		s, err := Open(context.Background(), testutil.MustPostgresSchema(t), Options{})
 		if err != nil {

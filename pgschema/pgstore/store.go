@@ -236,12 +236,28 @@ CROSS JOIN LATERAL (
 JOIN segments s ON s.id = p.segment_id
 ORDER BY p.page_no`
 
-// changedPagesSQL keeps each page's newest row in (from, to]. Ordering by
-// page_no DESC, version DESC lets the planner choose a backward scan of the
-// primary key (long ranges) as well as the version index plus a sort (short
-// ones). The segment key is a scalar subquery so that it is one primary-key
-// probe per result row: a join lets the planner hash the whole segments
-// table, which grows with every volume's history.
+// changedPagesSQL keeps each page's newest row in (from, to], in one pass
+// over the range's rows. Ordering by page_no DESC, version DESC lets the
+// planner choose a backward scan of the primary key (long ranges) as well as
+// the version index plus a sort (short ones). The segment key is a scalar
+// subquery so that it is one primary-key probe per result row: a join lets
+// the planner hash the whole segments table, which grows with every volume's
+// history.
+//
+// It serves every range, however long: it reads page_index once, so no plan
+// of it reads a row twice. The long-range query it replaced found each
+// page's newest version from an index alone and joined back for those rows,
+// visiting fewer heap rows, but the planner may run any such join as a
+// nested loop that scans the volume's version index once per changed page
+// (BENCHMARKS.md, finding 3): statistics taken before the volume grew (the
+// server never runs ANALYZE; autovacuum waits for a tenth of the table to
+// change) estimate one row for it, and fresh ones still take a probe into
+// an import's version, which wrote every page, for a probe of a few rows.
+// After other volumes filled the table, a pull of 10,000 versions of 216
+// pages took 1 s that way and 15 ms here, the first pull of a 2,000-page
+// import 0.3 s and 8 ms (of a 20,000-page one, 40 s and 40 ms); where the
+// join got a good plan, it took 14 ms to this query's 26. See
+// BenchmarkChangedPagesPlan.
 const changedPagesSQL = `
 SELECT p.page_no, p.version, (SELECT s.key FROM segments s WHERE s.id = p.segment_id),
 	p.frame_offset, p.frame_length, p.page_offset, p.hash
@@ -252,26 +268,6 @@ FROM (
 	ORDER BY page_no DESC, version DESC
 ) p
 ORDER BY p.page_no`
-
-// changedPagesWideSQL is changedPagesSQL for long ranges, where each page
-// has many versions: it finds each page's newest version from the primary
-// key alone (an index-only scan) and then reads only those rows, instead of
-// visiting the heap row of every version in the range.
-const changedPagesWideSQL = `
-SELECT p.page_no, p.version, (SELECT s.key FROM segments s WHERE s.id = p.segment_id),
-	p.frame_offset, p.frame_length, p.page_offset, p.hash
-FROM (
-	SELECT page_no, max(version) AS version
-	FROM page_index
-	WHERE volume_id = $1 AND version > $3 AND version <= $2 AND page_no <= ` + pageCountAt + `
-	GROUP BY page_no
-) m
-JOIN page_index p ON p.volume_id = $1 AND p.page_no = m.page_no AND p.version = m.version
-ORDER BY p.page_no`
-
-// wideRange is the number of versions from which ChangedPages uses
-// changedPagesWideSQL. A variable so tests can run both queries.
-var wideRange int64 = 256
 
 func scanPageRef(row pgx.Row) (pgschema.PageRef, error) {
 	var r pgschema.PageRef
@@ -328,11 +324,7 @@ func changedPages(ctx context.Context, q querier, volume, from, to int64) ([]pgs
 	}
 	// The simple protocol sends the range inline, so the planner sees it
 	// and picks the index that suits its width (see changedPagesSQL).
-	sql := changedPagesSQL
-	if to-from >= wideRange {
-		sql = changedPagesWideSQL
-	}
-	rows, err := q.Query(ctx, sql, pgx.QueryExecModeSimpleProtocol, volume, to, from)
+	rows, err := q.Query(ctx, changedPagesSQL, pgx.QueryExecModeSimpleProtocol, volume, to, from)
 	if err != nil {
 		return nil, fmt.Errorf("pages changed in (%d, %d] of volume %d: %w", from, to, volume, err)
 	}
