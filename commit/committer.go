@@ -88,7 +88,7 @@ type Committer struct {
 	Cache PageCache
 
 	merges mergeOdds  // per volume: whether stale commits have lately merged
-	heads  knownHeads // per volume: the newest head seen, for uploadAhead
+	heads  knownHeads // per volume: the newest head and policy seen, for uploadAhead
 
 	meta  pgschema.Metastore
 	store pages.Store
@@ -111,26 +111,34 @@ type PageCache interface {
 }
 
 // knownHeads remembers the newest head of each volume this process has
-// locked or stored. Heads only grow, so it is a lower bound of the real
-// head whatever other servers do: a commit based below it cannot be
-// fast-path.
+// locked or stored, and its policy as last locked. Heads only grow, so the
+// head is a lower bound of the real one whatever other servers do: a
+// commit based below it cannot be fast-path.
 type knownHeads struct {
 	mu sync.Mutex
-	m  map[int64]int64
+	m  map[int64]knownHead
 }
 
-func (k *knownHeads) note(volume, head int64) {
+type knownHead struct {
+	head   int64
+	policy string // "" until the volume was locked here
+}
+
+func (k *knownHeads) note(volume, head int64, policy string) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.m == nil {
-		k.m = map[int64]int64{}
+		k.m = map[int64]knownHead{}
 	}
-	if head > k.m[volume] {
-		k.m[volume] = head
+	h := k.m[volume]
+	h.head = max(h.head, head)
+	if policy != "" {
+		h.policy = policy
 	}
+	k.m[volume] = h
 }
 
-func (k *knownHeads) get(volume int64) int64 {
+func (k *knownHeads) get(volume int64) knownHead {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.m[volume]
@@ -434,7 +442,7 @@ func (c *Committer) commitGroupErr(ctx context.Context, group []*unit) (up uploa
 func (c *Committer) noteStored(acc []accepted) {
 	for i := range acc {
 		a := &acc[i]
-		c.heads.note(a.nc.Volume, a.nc.Version)
+		c.heads.note(a.nc.Volume, a.nc.Version, "")
 		if c.Cache == nil {
 			continue
 		}
@@ -473,11 +481,15 @@ type aheadUpload struct {
 func (c *Committer) uploadAhead(ctx context.Context, group []*unit) (*aheadUpload, error) {
 	type slot struct{ volume, version int64 }
 	claimed := map[slot]bool{}
+	contested := c.contested(group)
 	var fs []filing
 	for _, u := range group {
+		if contested[u.vol.ID] {
+			continue
+		}
 		// A commit based below a head already seen is stale: uploading its
 		// pages ahead would only cost a PUT and a DELETE.
-		floor := max(u.vol.Head, c.heads.get(u.vol.ID))
+		floor := max(u.vol.Head, c.heads.get(u.vol.ID).head)
 		prev := int64(0) // the predicted version of the batch's previous commit, 0 if none
 		for i := range u.reqs {
 			r := &u.reqs[i]
@@ -523,6 +535,40 @@ func (c *Committer) uploadAhead(ctx context.Context, group []*unit) (*aheadUploa
 		a.err = c.put(ctx, segs)
 	}()
 	return a, nil
+}
+
+// contested returns the volumes of the group for which an upload ahead
+// would only add a PUT: those where the group also holds a commit that
+// will be stored from other pages than its own — stale (based below a head
+// seen, or racing another of the group for one version) — on a volume
+// whose stale commits are merged or replayed rather than rejected. Its
+// pages go up in the upload under the lock, and the fast-path commit's can
+// go with them at no cost in latency.
+func (c *Committer) contested(group []*unit) map[int64]bool {
+	if c.Pages == nil && c.Replayer == nil {
+		return nil // stale commits are rejected: nothing else is uploaded
+	}
+	type slot struct{ volume, version int64 }
+	claims := map[slot]int{}
+	out := map[int64]bool{}
+	for _, u := range group {
+		k := c.heads.get(u.vol.ID)
+		if k.policy == "" || k.policy == pgschema.PolicyStrict {
+			continue // unknown here yet, or stale commits rejected
+		}
+		floor := max(u.vol.Head, k.head)
+		for i := range u.reqs {
+			r := &u.reqs[i]
+			if r.Parent != 0 {
+				continue
+			}
+			claims[slot{u.vol.ID, r.Base + 1}]++
+			if r.Base < floor || claims[slot{u.vol.ID, r.Base + 1}] > 1 {
+				out[u.vol.ID] = true
+			}
+		}
+	}
+	return out
 }
 
 // wait waits for the upload to end and returns its error.

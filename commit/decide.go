@@ -44,7 +44,7 @@ func (c *Committer) decideGroup(ctx context.Context, tx pgschema.Tx, group []*un
 		return nil, fmt.Errorf("lock volumes: %w", err)
 	}
 	for _, v := range vols {
-		c.heads.note(v.ID, v.Head)
+		c.heads.note(v.ID, v.Head, v.Policy)
 	}
 	found, err := tx.LookupCommits(ctx, keys)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/cambiumdb/cambium/pages/segment"
 	"github.com/cambiumdb/cambium/pgschema"
 	"github.com/cambiumdb/cambium/pgschema/sqlitestore"
+	"github.com/cambiumdb/cambium/replay"
 )
 
 // countingStore is a page store that records the segments put and deleted
@@ -491,5 +493,101 @@ func TestCommitter_CachesStoredPages(t *testing.T) {
 	}
 	if _, ok := cache.Get(key(1, 2)); ok {
 		t.Fatal("page 1 cached under version 2, which did not write it")
+	}
+}
+
+// fakeReplayer "replays" any record by writing page 1 with a fill byte of
+// its own: enough to take the replay path of a stale commit.
+type fakeReplayer struct{ calls atomic.Int64 }
+
+func (f *fakeReplayer) Replay(ctx context.Context, in replay.Input) (*replay.Output, error) {
+	f.calls.Add(1)
+	n, err := in.Source.PageCount(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &replay.Output{PageCount: max(n, 1), Pages: map[uint32][]byte{1: page(0xee)}}, nil
+}
+
+// TestCommitter_ContestedVolume: when a group holds two commits racing for
+// one version of a volume whose stale commits are replayed, the loser's
+// replayed pages go up under the lock anyway, so the winner's go with them:
+// one PUT for the group, not an upload ahead as well. (Under policy strict
+// the loser is rejected, stores nothing, and the winner's pages go up
+// ahead: one PUT too.)
+func TestCommitter_ContestedVolume(t *testing.T) {
+	ctx := context.Background()
+	rec := (&replay.Record{Statements: []replay.Statement{{SQL: "UPDATE c SET n = n + 1"}}}).Encode()
+	for _, tc := range []struct {
+		policy   string
+		decision commit.Decision // of the loser
+		puts     int
+	}{{pgschema.PolicyReplay, commit.Replayed, 1}, {pgschema.PolicyStrict, commit.Rejected, 1}} {
+		t.Run(tc.policy, func(t *testing.T) {
+			held, holding := make(chan struct{}), make(chan struct{})
+			var hold atomic.Bool
+			rp := &fakeReplayer{}
+			f, store := newCountingFixture(t, nil, func(c *commit.Committer) {
+				c.Workers = 1
+				c.Replayer = rp
+				c.Hooks.AfterUpload = func(string) {
+					if hold.CompareAndSwap(true, false) {
+						close(holding)
+						<-held
+					}
+				}
+			})
+			x, z := f.volume(t, "x"), f.volume(t, "z")
+			if _, err := f.meta.Configure(ctx, x.ID, pgschema.Settings{Policy: tc.policy}); err != nil {
+				t.Fatal(err)
+			}
+			seed := req("s", 1, 0, 0, 1, 1)
+			if _, err := f.c.Submit(ctx, x, []commit.Request{seed}); err != nil {
+				t.Fatal(err)
+			}
+			hold.Store(true)
+			first := make(chan error, 1)
+			go func() {
+				_, err := f.c.Submit(ctx, z, []commit.Request{req("z", 1, 0, 0, 1, 1)})
+				first <- err
+			}()
+			<-holding
+			results := make(chan commit.Result, 2)
+			var wg sync.WaitGroup
+			for _, client := range []string{"a", "b"} {
+				r := req(client, 1, 0, 1, 1, 1)
+				r.Record = rec
+				wg.Go(func() {
+					res, err := f.c.Submit(ctx, x, []commit.Request{r})
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					results <- res[0]
+				})
+			}
+			waitFor(func() bool { return f.c.Queued() == 2 })
+			putsBefore, _ := store.counts()
+			close(held)
+			wg.Wait()
+			close(results)
+			if err := <-first; err != nil {
+				t.Fatal(err)
+			}
+			var got []commit.Decision
+			for r := range results {
+				got = append(got, r.Decision)
+			}
+			slices.Sort(got)
+			want := []commit.Decision{commit.FastPath, tc.decision}
+			slices.Sort(want)
+			if !slices.Equal(got, want) {
+				t.Fatalf("decisions %v, want %v", got, want)
+			}
+			if puts, deletes := store.counts(); puts-putsBefore != tc.puts || deletes != 0 {
+				t.Fatalf("the racing group put %d segments and deleted %d, want %d and 0", puts-putsBefore, deletes, tc.puts)
+			}
+			f.mustIndexMatchesSegments(t, x)
+		})
 	}
 }
