@@ -307,27 +307,37 @@ func parseVersion(q string, name string) (int64, error) {
 // pull streams, for the pages changed in (from, head], each page's newest
 // bytes once, so a replica at from reaches head.
 func (s *Server) pull(w http.ResponseWriter, r *http.Request) {
+	v, refs, ok := s.changedSince(w, r)
+	if ok {
+		s.streamPages(w, r, v, v.Head, v.PageCount, refs)
+	}
+}
+
+// changedSince reads the volume a pull or changes request names and the
+// newest location of each page changed in (from, head]; on failure it has
+// answered the request.
+func (s *Server) changedSince(w http.ResponseWriter, r *http.Request) (pgschema.Volume, []pgschema.PageRef, bool) {
 	ctx := r.Context()
 	v, err := s.Meta.Volume(ctx, r.PathValue("name"))
 	if err != nil {
 		s.fail(w, r, err)
-		return
+		return v, nil, false
 	}
 	from, err := parseVersion(r.URL.Query().Get("from"), "from")
 	if err != nil {
 		s.fail(w, r, err)
-		return
+		return v, nil, false
 	}
 	if from > v.Head {
 		s.fail(w, r, &commit.BaseAheadError{Base: from, Head: v.Head})
-		return
+		return v, nil, false
 	}
 	refs, err := s.Meta.ChangedPages(ctx, v.ID, from, v.Head)
 	if err != nil {
 		s.fail(w, r, err)
-		return
+		return v, nil, false
 	}
-	s.streamPages(w, r, v, v.Head, v.PageCount, refs)
+	return v, refs, true
 }
 
 // Changes is the answer to GET /v1/volumes/{name}/changes: what pull would
@@ -340,24 +350,8 @@ type Changes struct {
 }
 
 func (s *Server) changes(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
-	v, err := s.Meta.Volume(ctx, r.PathValue("name"))
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	from, err := parseVersion(r.URL.Query().Get("from"), "from")
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if from > v.Head {
-		s.fail(w, r, &commit.BaseAheadError{Base: from, Head: v.Head})
-		return
-	}
-	refs, err := s.Meta.ChangedPages(ctx, v.ID, from, v.Head)
-	if err != nil {
-		s.fail(w, r, err)
+	v, refs, ok := s.changedSince(w, r)
+	if !ok {
 		return
 	}
 	out := Changes{Head: v.Head, PageCount: v.PageCount, Pages: [][2]uint32{}}
