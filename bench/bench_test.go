@@ -38,7 +38,7 @@ func TestMain(m *testing.M) {
 }
 
 // tiny are sizes that exercise every code path in seconds.
-var tiny = bench.Sizes{Commits: 5, Writers: 3, PerWriter: 3, Offline: 20, Online: 3, Versions: 60, Readers: 2, DBBytes: 32 << 10}
+var tiny = bench.Sizes{Commits: 5, Writers: 3, PerWriter: 3, Offline: 20, Online: 3, Versions: 60, Readers: 2, DBBytes: 32 << 10, LazyBytes: 4 << 20}
 
 func tinyConfig(t *testing.T) bench.Config {
 	exe, err := os.Executable()
@@ -117,9 +117,12 @@ func checkReport(t *testing.T, rep *bench.Report, out string, workloads []string
 	if rep.DBPages < 2 {
 		t.Errorf("database of %d pages: the preload did not happen", rep.DBPages)
 	}
+	if lazy := int64(rep.LazyPages) * 4096; lazy < tiny.LazyBytes*3/4 || lazy > tiny.LazyBytes*5/4 {
+		t.Errorf("cold-lazy volume of %d pages, %d bytes: want about %d", rep.LazyPages, lazy, tiny.LazyBytes)
+	}
 
 	md := mustRead(t, filepath.Join(out, bench.ReportFile))
-	for _, want := range append(workloads, "## Headline", "## Floor", "n/a: lazy replicas not implemented", bench.ThroughputFile, bench.LatencyFile, "load average") {
+	for _, want := range append(workloads, "## Headline", "## Floor", "**cold-lazy** on a", "first query alone", bench.ThroughputFile, bench.LatencyFile, "load average") {
 		if !strings.Contains(md, want) {
 			t.Errorf("%s lacks %q", bench.ReportFile, want)
 		}
@@ -128,11 +131,11 @@ func checkReport(t *testing.T, rep *bench.Report, out string, workloads []string
 	if err != nil {
 		t.Fatalf("%s: %v", bench.CSVFile, err)
 	}
-	if want := 1 + len(workloads)*len(bench.AllStrategies) + 1; len(rows) != want {
-		t.Errorf("%s has %d rows, want %d (header, cells, cold-lazy)", bench.CSVFile, len(rows), want)
+	if want := 1 + len(workloads)*len(bench.AllStrategies); len(rows) != want {
+		t.Errorf("%s has %d rows, want %d (header, cells)", bench.CSVFile, len(rows), want)
 	}
-	// The throughput chart leaves catch-up out.
-	checkSVG(t, bench.ThroughputFile, mustRead(t, filepath.Join(out, bench.ThroughputFile)), len(workloads)-1)
+	// The throughput chart leaves catch-up and cold-lazy out.
+	checkSVG(t, bench.ThroughputFile, mustRead(t, filepath.Join(out, bench.ThroughputFile)), len(workloads)-2)
 	checkSVG(t, bench.LatencyFile, mustRead(t, filepath.Join(out, bench.LatencyFile)), len(workloads))
 }
 
@@ -162,6 +165,26 @@ func plausible(r *bench.Result, rep *bench.Report) error {
 		}
 		if r.Strategy == bench.FullFile && r.DownPerCommit*float64(tiny.Versions) < float64(rep.DBPages)*4096 {
 			fail("full-file caught up with %.0f bytes per reader, less than the %d-page file", r.DownPerCommit*float64(tiny.Versions), rep.DBPages)
+		}
+		return errors.Join(errs...)
+	}
+	if r.Workload == bench.ColdLazy {
+		lazyPages, lazyBytes := int64(rep.LazyPages), float64(rep.LazyPages)*4096
+		if r.Commits != int64(tiny.Readers) || r.Attempted != int64(tiny.Readers) {
+			fail("%d first queries of %d readers, want %d", r.Commits, r.Attempted, tiny.Readers)
+		}
+		if r.QueryP50 <= 0 || r.QueryP50 > r.QueryP99 || r.QueryP99 > r.P99 {
+			fail("query alone p50 %s, p99 %s, with the clone p99 %s: want 0 < p50 <= p99 <= the clone's", r.QueryP50, r.QueryP99, r.P99)
+		}
+		if r.Decisions() != 0 || r.FloorRatio != 0 {
+			fail("%d decisions, floor ratio %.2f: a reader commits nothing", r.Decisions(), r.FloorRatio)
+		}
+		if r.Strategy == bench.FullFile {
+			if r.DownPerCommit < lazyBytes || r.PagesFetched != lazyPages*r.Commits {
+				fail("full-file reader brought down %.0f bytes, %d pages in all: want the whole %d-page file each", r.DownPerCommit, r.PagesFetched, lazyPages)
+			}
+		} else if r.PagesFetched <= 0 || r.PagesFetched/r.Commits > lazyPages/8 || r.DownPerCommit > lazyBytes/8 {
+			fail("lazy reader fetched %d pages, %.0f bytes: want some, far fewer than the %d-page volume", r.PagesFetched/max(r.Commits, 1), r.DownPerCommit, lazyPages)
 		}
 		return errors.Join(errs...)
 	}
@@ -271,7 +294,7 @@ func TestRun_BadConfig(t *testing.T) {
 	for name, mod := range map[string]func(*bench.Config){
 		"UnknownWorkload": func(c *bench.Config) { c.Workloads = []string{"nope"} },
 		"UnknownStrategy": func(c *bench.Config) { c.Strategies = []string{"nope"} },
-		"ColdLazy":        func(c *bench.Config) { c.Workloads = []string{bench.ColdLazy} },
+		"LazyTooSmall":    func(c *bench.Config) { c.Workloads, c.Sizes.LazyBytes = []string{bench.ColdLazy}, 4096 },
 		"NoWriters":       func(c *bench.Config) { c.Sizes.Writers = 0 },
 		"NegativeRounds":  func(c *bench.Config) { c.Rounds = -1 },
 		"NoServer":        func(c *bench.Config) { c.ServerCommand = nil },
@@ -283,11 +306,6 @@ func TestRun_BadConfig(t *testing.T) {
 				t.Fatal("Run succeeded")
 			}
 		})
-	}
-	cfg := tinyConfig(t)
-	cfg.Workloads = []string{bench.ColdLazy}
-	if _, err := bench.Run(context.Background(), cfg); !errors.Is(err, bench.ErrNotImplemented) {
-		t.Fatalf("cold-lazy: err %v, want ErrNotImplemented", err)
 	}
 }
 

@@ -13,15 +13,12 @@ import (
 
 // Workloads, in the order the report shows them.
 const (
-	Single   = "single"   // one writer, small transactions, a push after each
-	Disjoint = "disjoint" // Sizes.Writers writers, each on a table of its own
-	HotRow   = "hot-row"  // Sizes.Writers writers incrementing one row
-	Offline  = "offline"  // a replica makes Sizes.Offline commits offline, then pushes
-	CatchUp  = "catch-up" // a replica pulls Sizes.Versions versions at once
-
-	// ColdLazy is the issue's cold lazy replica (first query on a 1 GB
-	// volume). Lazy replicas do not exist yet, so it is named but not run.
-	ColdLazy = "cold-lazy"
+	Single   = "single"    // one writer, small transactions, a push after each
+	Disjoint = "disjoint"  // Sizes.Writers writers, each on a table of its own
+	HotRow   = "hot-row"   // Sizes.Writers writers incrementing one row
+	Offline  = "offline"   // a replica makes Sizes.Offline commits offline, then pushes
+	CatchUp  = "catch-up"  // a replica pulls Sizes.Versions versions at once
+	ColdLazy = "cold-lazy" // a new lazy replica's first query on a volume of Sizes.LazyBytes
 )
 
 // Strategies, in the order the report shows them.
@@ -34,12 +31,9 @@ const (
 
 var (
 	// AllWorkloads are the workloads that run by default.
-	AllWorkloads = []string{Single, Disjoint, HotRow, Offline, CatchUp}
+	AllWorkloads = []string{Single, Disjoint, HotRow, Offline, CatchUp, ColdLazy}
 	// AllStrategies are the strategies that run by default.
 	AllStrategies = []string{Hybrid, StrictPages, ReplayAll, FullFile}
-
-	// ErrNotImplemented is returned for a workload that cannot run yet.
-	ErrNotImplemented = errors.New("not implemented")
 )
 
 // Sizes are the workloads' sizes.
@@ -50,16 +44,17 @@ type Sizes struct {
 	Offline   int   `json:"offline"`    // offline: commits made offline, then pushed
 	Online    int   `json:"online"`     // offline: commits another writer pushes meanwhile
 	Versions  int   `json:"versions"`   // catch-up: versions a reader is behind
-	Readers   int   `json:"readers"`    // catch-up: readers timed per strategy
-	DBBytes   int64 `json:"db_bytes"`   // every workload: rows preloaded before it starts, in bytes of row data
+	Readers   int   `json:"readers"`    // catch-up, cold-lazy: readers timed per strategy
+	DBBytes   int64 `json:"db_bytes"`   // every workload but cold-lazy: rows preloaded before it starts, in bytes of row data
+	LazyBytes int64 `json:"lazy_bytes"` // cold-lazy: the volume's size in bytes (about: it holds whole rows)
 }
 
 // DefaultSizes finish in under 5 minutes on a 2-core machine with
 // PostgreSQL + MinIO (cells that reach Config.CellTime stop early).
-var DefaultSizes = Sizes{Commits: 150, Writers: 8, PerWriter: 30, Offline: 1000, Online: 100, Versions: 10000, Readers: 3, DBBytes: 1 << 20}
+var DefaultSizes = Sizes{Commits: 150, Writers: 8, PerWriter: 30, Offline: 1000, Online: 100, Versions: 10000, Readers: 3, DBBytes: 1 << 20, LazyBytes: 1 << 30}
 
 // QuickSizes finish in under a minute on the embedded default.
-var QuickSizes = Sizes{Commits: 50, Writers: 8, PerWriter: 10, Offline: 100, Online: 10, Versions: 1000, Readers: 2, DBBytes: 256 << 10}
+var QuickSizes = Sizes{Commits: 50, Writers: 8, PerWriter: 10, Offline: 100, Online: 10, Versions: 1000, Readers: 2, DBBytes: 256 << 10, LazyBytes: 16 << 20}
 
 // Defaults for Config.
 const (
@@ -131,9 +126,6 @@ func (c *Config) setDefaults() error {
 		return errors.New("no server command")
 	}
 	for _, w := range c.Workloads {
-		if w == ColdLazy {
-			return fmt.Errorf("workload %s: lazy replicas: %w", w, ErrNotImplemented)
-		}
 		if !slices.Contains(AllWorkloads, w) {
 			return fmt.Errorf("unknown workload %q: want some of %s", w, strings.Join(AllWorkloads, ","))
 		}
@@ -158,8 +150,18 @@ func (c *Config) setDefaults() error {
 	if s.DBBytes < 0 {
 		return fmt.Errorf("size db-bytes = %d: want 0 or more", s.DBBytes)
 	}
+	if slices.Contains(c.Workloads, ColdLazy) && (s.LazyBytes < minLazyBytes || s.LazyBytes > maxLazyBytes) {
+		return fmt.Errorf("size lazy-bytes = %d: want %d to %d", s.LazyBytes, minLazyBytes, int64(maxLazyBytes))
+	}
 	return nil
 }
+
+// Bounds on Sizes.LazyBytes: enough rows for an index of more than one
+// level, and far fewer pages than a volume may hold (2^32).
+const (
+	minLazyBytes = 256 << 10
+	maxLazyBytes = 1 << 40
+)
 
 // maxWriters keeps a cell's replicas within replica.MaxReplicas.
 const maxWriters = 24

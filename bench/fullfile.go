@@ -165,28 +165,39 @@ func (f *fileClient) upload(ctx context.Context) (commit.Result, error) {
 }
 
 // download replaces the file with the volume's head, every page of it, and
-// sets base to that head.
+// sets base to that head. The pages go to a file beside it as they arrive
+// (a file of a gigabyte is not held in memory), which then replaces it.
 func (f *fileClient) download(ctx context.Context) error {
 	v, err := f.c.Volume(ctx, f.volume)
 	if err != nil {
 		return fmt.Errorf("download: %w", err)
 	}
-	buf := make([]byte, int(v.PageCount)*f.pageSize)
-	for first := uint32(1); first <= v.PageCount; first += maxReadPages {
+	tmp := f.path + ".download"
+	out, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp) // after the rename, a no-op
+	// Pages within the page count that no version wrote are zeros.
+	err = out.Truncate(int64(v.PageCount) * int64(f.pageSize))
+	w := &runWriter{f: out, pageSize: f.pageSize}
+	for first := uint32(1); err == nil && first <= v.PageCount; first += maxReadPages {
 		nos := make([]uint32, 0, maxReadPages)
 		for no := first; no <= v.PageCount && no < first+maxReadPages; no++ {
 			nos = append(nos, no)
 		}
-		_, err := f.c.ReadPages(ctx, f.volume, v.Head, nos, func(p api.StreamedPage) error {
+		_, err = f.c.ReadPages(ctx, f.volume, v.Head, nos, func(p api.StreamedPage) error {
 			if p.No < 1 || p.No > v.PageCount || len(p.Data) != f.pageSize {
 				return fmt.Errorf("page %d of %d bytes at version %d", p.No, len(p.Data), v.Head)
 			}
-			copy(buf[int(p.No-1)*f.pageSize:], p.Data)
-			return nil
+			return w.write(p.No, p.Data)
 		})
-		if err != nil {
-			return fmt.Errorf("download version %d: %w", v.Head, err)
-		}
+	}
+	if err == nil {
+		err = w.flush()
+	}
+	if err = errors.Join(err, out.Close()); err != nil {
+		return fmt.Errorf("download version %d: %w", v.Head, err)
 	}
 	if f.db != nil {
 		if err := f.db.Close(); err != nil {
@@ -194,11 +205,45 @@ func (f *fileClient) download(ctx context.Context) error {
 		}
 		f.db = nil
 	}
-	if err := os.WriteFile(f.path, buf, 0o644); err != nil {
+	if err := os.Rename(tmp, f.path); err != nil {
 		return err
 	}
 	f.base = v.Head
 	return f.open()
+}
+
+// runWriter writes pages into a file, a run of consecutive pages per
+// write: a download's pages come in order.
+type runWriter struct {
+	f        *os.File
+	pageSize int
+	first    uint32 // the run's first page
+	buf      []byte
+}
+
+const runWriterMax = 1 << 20 // bytes per write
+
+func (w *runWriter) write(no uint32, data []byte) error {
+	n := uint32(len(w.buf) / w.pageSize)
+	if len(w.buf) > 0 && (no != w.first+n || len(w.buf) >= runWriterMax) {
+		if err := w.flush(); err != nil {
+			return err
+		}
+	}
+	if len(w.buf) == 0 {
+		w.first = no
+	}
+	w.buf = append(w.buf, data...)
+	return nil
+}
+
+func (w *runWriter) flush() error {
+	if len(w.buf) == 0 {
+		return nil
+	}
+	_, err := w.f.WriteAt(w.buf, int64(w.first-1)*int64(w.pageSize))
+	w.buf = w.buf[:0]
+	return err
 }
 
 func (f *fileClient) CatchUp(ctx context.Context) error {

@@ -9,6 +9,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/cambiumdb/cambium/api"
+	"github.com/cambiumdb/cambium/replica"
 )
 
 // Files a run writes into Config.Out.
@@ -25,6 +28,12 @@ var workloadAbout = map[string]string{
 	HotRow:   "%d replicas at once, each incrementing the same row, each pushing after every transaction until it is decided",
 	Offline:  "a replica makes %s commits (inserts into a table of its own) while offline, as another pushes %s updates to another table; then it pushes them all. Measured: that push; a commit's latency runs from its start",
 	CatchUp:  "a reader left at the seeded version pulls the %s versions one replica wrote meanwhile (its inserts, pushed in batches). A hybrid server wrote the history once; each strategy's %d readers catch up on it in turn: replicas (hybrid, strict-pages, replay-all: the same pull protocol, so their rows differ by noise only) fetch each changed page once, the full-file client downloads every page at head. The server restarts before each strategy's readers: the first finds its page cache cold (p99), the others warm (p50). Commits are versions caught up; latency is one reader's whole catch-up",
+	ColdLazy: "a new reader clones a volume of %s (%s rows: an integer primary key, a key in no order related to it and about 300 bytes of text, with an index on the key) and runs one point query by key, on a random key: it reads the index and then the table, a handful of pages. " +
+		"The volume was built once with plain SQLite and pushed to a hybrid server as a few large commits (setup, not measured). " +
+		"Each strategy's %d readers then read it in turn. hybrid is a lazy replica: its clone pulls the head, asking the server which pages changed since version 0 and fetching none, and the query fetches each page it reads that the replica lacks, with the next %d it lacks (read-ahead). " +
+		"strict-pages and replay-all run the same lazy replica against the same server: their settings decide commits, and a reader makes none, so their rows differ from hybrid's by noise only. " +
+		"full-file downloads the whole file, then queries it. " +
+		"The server restarts before each strategy's readers: the first finds its page cache cold (p99), the others warm (p50). Latency is one reader's clone and first query; the query alone is shown apart",
 }
 
 func (r *Report) about(w string) string {
@@ -36,6 +45,8 @@ func (r *Report) about(w string) string {
 		return fmt.Sprintf(workloadAbout[w], commas(int64(s.Offline)), commas(int64(s.Online)))
 	case CatchUp:
 		return fmt.Sprintf(workloadAbout[w], commas(int64(s.Versions)), s.Readers)
+	case ColdLazy:
+		return fmt.Sprintf(workloadAbout[w], bytesStr(float64(r.lazyBytes())), commas(r.LazyRows), s.Readers, replica.DefaultReadAhead)
 	}
 	return workloadAbout[w]
 }
@@ -68,12 +79,21 @@ func (r *Report) workloads() []string {
 
 func (r *Report) strategies() []string { return r.Config.Strategies }
 
-// throughputChart leaves catch-up out: versions pulled per second are not
-// commits per second, and would squash the other bars.
+// lazyBytes is the cold-lazy volume's size: as seeded, or as asked.
+func (r *Report) lazyBytes() int64 {
+	if r.LazyPages > 0 {
+		return int64(r.LazyPages) * api.DefaultPageSize
+	}
+	return r.Config.Sizes.LazyBytes
+}
+
+// throughputChart leaves catch-up and cold-lazy out: versions pulled or
+// readers served per second are not commits per second, and would squash
+// the other bars.
 func (r *Report) throughputChart() *barChart {
 	var groups []string
 	for _, w := range r.workloads() {
-		if w != CatchUp {
+		if w != CatchUp && w != ColdLazy {
 			groups = append(groups, w)
 		}
 	}
@@ -92,7 +112,7 @@ func (r *Report) throughputChart() *barChart {
 }
 
 func (r *Report) latencyChart() *barChart {
-	c := &barChart{Title: "Latency from local commit to decision, p50 and p99 (catch-up: one reader's whole pull)", YLabel: "milliseconds (log scale)",
+	c := &barChart{Title: "Latency p50 and p99: commit to decision (catch-up: one pull; cold-lazy: clone + query)", YLabel: "milliseconds (log scale)",
 		Groups: r.workloads(), Series: r.strategies(), Format: num}
 	for _, w := range c.Groups {
 		p50, p99 := make([]float64, len(c.Series)), make([]float64, len(c.Series))
@@ -139,6 +159,8 @@ func commas(n int64) string {
 
 func bytesStr(v float64) string {
 	switch {
+	case v >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", v/(1<<30))
 	case v >= 1<<20:
 		return fmt.Sprintf("%.2f MiB", v/(1<<20))
 	case v >= 10<<10:
@@ -196,9 +218,15 @@ func (r *Report) Markdown() []byte {
 	if r.Floor.MetaAbout != "" {
 		p("| metastore | %s |\n", r.Floor.MetaAbout)
 	}
-	p("| database | %s pages (%s) when each workload starts: a preloaded table, then the workloads' tables |\n", commas(int64(r.DBPages)), bytesStr(float64(r.DBPages)*4096))
-	p("| sizes | single %s commits; disjoint and hot-row %d writers × %s; offline %s commits (%s pushed by another meanwhile); catch-up %s versions × %d readers |\n",
-		commas(int64(s.Commits)), s.Writers, commas(int64(s.PerWriter)), commas(int64(s.Offline)), commas(int64(s.Online)), commas(int64(s.Versions)), s.Readers)
+	if r.DBPages > 0 {
+		p("| database | %s pages (%s) when each workload starts: a preloaded table, then the workloads' tables |\n", commas(int64(r.DBPages)), bytesStr(float64(r.DBPages)*4096))
+	}
+	if r.LazyPages > 0 {
+		p("| cold-lazy volume | %s pages (%s): %s rows and an index, built with plain SQLite and pushed in commits of up to %s pages |\n",
+			commas(int64(r.LazyPages)), bytesStr(float64(r.lazyBytes())), commas(r.LazyRows), commas(seedPushPages))
+	}
+	p("| sizes | single %s commits; disjoint and hot-row %d writers × %s; offline %s commits (%s pushed by another meanwhile); catch-up %s versions × %d readers; cold-lazy a %s volume × %d readers |\n",
+		commas(int64(s.Commits)), s.Writers, commas(int64(s.PerWriter)), commas(int64(s.Offline)), commas(int64(s.Online)), commas(int64(s.Versions)), s.Readers, bytesStr(float64(s.LazyBytes)), s.Readers)
 	p("| cell time limit | %s (no new transaction starts after it; a cell it stopped is marked) |\n", cfg.CellTime)
 	p("| rounds | %d: single, disjoint and hot-row run their strategies %d times, in a rotated order each round; a cell shows its median round by commits/s, and the range over the rounds in brackets |\n", cfg.Rounds, cfg.Rounds)
 	if cfg.Command != "" {
@@ -226,6 +254,10 @@ func (r *Report) Markdown() []byte {
 	p("![Throughput per strategy and workload](%s)\n\n![Latency p50 and p99 per strategy and workload](%s)\n\n", ThroughputFile, LatencyFile)
 	for _, w := range r.workloads() {
 		p("### %s\n\n%s.\n\n", w, upperFirst(r.about(w)))
+		if w == ColdLazy {
+			r.coldLazyTable(&b)
+			continue
+		}
 		p("| strategy | commits | commits/s | p50 | p99 | up/commit | down/commit | fast-path | merged | replayed | rejected | retries | CPU s/1k: server, clients | time/commit ÷ floor |\n")
 		p("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 		for _, st := range r.strategies() {
@@ -263,9 +295,6 @@ func (r *Report) Markdown() []byte {
 		}
 	}
 
-	p("## Not measured\n\n")
-	p("- %s (a cold lazy replica's first query on a 1 GB volume): n/a: lazy replicas not implemented.\n\n", ColdLazy)
-
 	p("## How to read this\n\n")
 	for _, line := range []string{
 		"**Strategies** all go through the same server binary and the same stores; only the strategy differs. " +
@@ -278,10 +307,36 @@ func (r *Report) Markdown() []byte {
 		"**Decisions** are shares of every decision the clients received, retries included: a commit rejected as stale and sent again counts once as rejected and once more when it is decided. **Retries** count those commits rejected as stale.",
 		"**CPU** is user + system time per 1,000 commits, read from `/proc/<pid>/stat` at a 10 ms resolution: the server's process (a child process of the suite, `cambium bench serve`), then the suite's own process, which runs every client of the cell. PostgreSQL's and MinIO's CPU is in neither; all of them share the machine's cores.",
 		"**Time/commit ÷ floor** is the measured phase's wall time per commit stored over the floor per commit: below 1 when group commit and concurrency amortize the floor, above it by what Cambium adds on top.",
+		"**Cold-lazy** has a table of its own, as its readers commit nothing: latency from the start of the clone to the first query's row (and from the start of the query alone), pages down per reader (a lazy replica's fetched pages, read-ahead included; the full-file client's whole file), bytes down per reader on its TCP connections (the clone's pull included), and the server's CPU per reader.",
 	} {
 		p("- %s\n", line)
 	}
 	return b.Bytes()
+}
+
+// coldLazyTable is cold-lazy's table: a reader's latency, what it brought
+// down and what it cost the server; it commits nothing.
+func (r *Report) coldLazyTable(b *bytes.Buffer) {
+	p := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
+	p("| strategy | readers | clone + first query: p50 | p99 | first query alone: p50 | p99 | pages down per reader | bytes down per reader | share of the volume | server CPU per reader |\n")
+	p("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, st := range r.strategies() {
+		res := r.Result(ColdLazy, st)
+		if res == nil || res.Commits == 0 {
+			continue
+		}
+		cpu := "n/a"
+		if res.ServerCPU >= 0 {
+			cpu = latencyStr(time.Duration(res.ServerCPU / float64(res.Commits) * float64(time.Second)))
+		}
+		share := "—"
+		if v := r.lazyBytes(); v > 0 {
+			share = fmt.Sprintf("%.3g%%", 100*res.DownPerCommit/float64(v))
+		}
+		p("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", st, res.Commits, latencyStr(res.P50), latencyStr(res.P99),
+			latencyStr(res.QueryP50), latencyStr(res.QueryP99), commas(res.PagesFetched/res.Commits), bytesStr(res.DownPerCommit), share, cpu)
+	}
+	p("\n")
 }
 
 func upperFirst(s string) string {
@@ -354,6 +409,15 @@ func (r *Report) headline() []string {
 		out = append(out, fmt.Sprintf("**catch-up** on %s versions: a replica pulls in %s warm, %s cold (%s down); the full-file client downloads the whole file in %s warm, %s cold (%s down).",
 			commas(int64(v)), latencyStr(h.P50), latencyStr(h.P99), bytesStr(h.DownPerCommit*v), latencyStr(o.P50), latencyStr(o.P99), bytesStr(o.DownPerCommit*v)))
 	}
+	if h := r.Result(ColdLazy, Hybrid); h != nil && h.Commits > 0 {
+		line := fmt.Sprintf("**cold-lazy** on a %s volume (%s pages): a lazy replica clones and answers its first point query in %s cold, %s warm (the query alone %s cold, %s warm), having fetched %s (%s pages) of it",
+			bytesStr(float64(r.lazyBytes())), commas(int64(r.LazyPages)), latencyStr(h.P99), latencyStr(h.P50), latencyStr(h.QueryP99), latencyStr(h.QueryP50),
+			bytesStr(h.DownPerCommit), commas(h.PagesFetched/h.Commits))
+		if o := r.Result(ColdLazy, FullFile); o != nil && o.Commits > 0 {
+			line += fmt.Sprintf("; the full-file client downloads the whole file (%s) and answers in %s cold, %s warm", bytesStr(o.DownPerCommit), latencyStr(o.P99), latencyStr(o.P50))
+		}
+		out = append(out, line+".")
+	}
 	return out
 }
 
@@ -364,7 +428,8 @@ func (r *Report) CSV() []byte {
 	w.Write([]string{"workload", "strategy", "commits", "attempted", "seconds", "commits_per_s", "p50_ms", "p99_ms",
 		"rounds", "commits_per_s_min", "commits_per_s_max", "bytes_up_per_commit", "bytes_down_per_commit", "fast_path", "merged", "replayed", "rejected",
 		"share_fast_path", "share_merged", "share_replayed", "share_rejected", "retries",
-		"server_cpu_s", "server_cpu_s_per_1k", "client_cpu_s_per_1k", "time_per_commit_over_floor", "limited", "note"})
+		"server_cpu_s", "server_cpu_s_per_1k", "client_cpu_s_per_1k", "time_per_commit_over_floor", "limited", "note",
+		"query_p50_ms", "query_p99_ms", "pages_fetched"})
 	f := func(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
 	i := func(v int64) string { return strconv.FormatInt(v, 10) }
 	for _, res := range r.Results {
@@ -372,11 +437,9 @@ func (r *Report) CSV() []byte {
 			f(msf(res.P50)), f(msf(res.P99)), i(int64(res.Rounds)), f(res.PerSecondMin), f(res.PerSecondMax), f(res.UpPerCommit), f(res.DownPerCommit),
 			i(res.FastPath), i(res.Merged), i(res.Replayed), i(res.Rejected),
 			f(res.Share(res.FastPath)), f(res.Share(res.Merged)), f(res.Share(res.Replayed)), f(res.Share(res.Rejected)), i(res.Retries),
-			f(res.ServerCPU), f(res.CPUPerThousand), f(res.ClientCPUPerThousand), f(res.FloorRatio), strconv.FormatBool(res.Limited), res.Note})
+			f(res.ServerCPU), f(res.CPUPerThousand), f(res.ClientCPUPerThousand), f(res.FloorRatio), strconv.FormatBool(res.Limited), res.Note,
+			f(msf(res.QueryP50)), f(msf(res.QueryP99)), i(res.PagesFetched)})
 	}
-	lazy := make([]string, 28)
-	lazy[0], lazy[27] = ColdLazy, "n/a: lazy replicas not implemented"
-	w.Write(lazy)
 	w.Flush()
 	return b.Bytes()
 }

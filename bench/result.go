@@ -12,8 +12,9 @@ type Result struct {
 	Strategy string `json:"strategy"`
 
 	// Commits counts the commits the server stored during the measured
-	// phase (catch-up: versions caught up, summed over readers); Attempted
-	// the transactions the workload ran (catch-up: readers).
+	// phase (catch-up: versions caught up, summed over readers; cold-lazy:
+	// first queries answered); Attempted the transactions the workload ran
+	// (catch-up, cold-lazy: readers).
 	Commits   int64   `json:"commits"`
 	Attempted int64   `json:"attempted"`
 	Seconds   float64 `json:"seconds"` // the measured phase's wall time
@@ -21,9 +22,16 @@ type Result struct {
 
 	// Latency of one commit, from the start of its local transaction to the
 	// decision that settled it, retries included (offline: from the start
-	// of the push; catch-up: one reader's whole pull).
+	// of the push; catch-up: one reader's whole pull; cold-lazy: one
+	// reader's clone and first query).
 	P50 time.Duration `json:"p50_ns"`
 	P99 time.Duration `json:"p99_ns"`
+	// Cold-lazy only: the first query alone, without the clone before it,
+	// and the pages the readers brought down (a lazy replica's fetches, the
+	// full-file client's whole file), summed over them.
+	QueryP50     time.Duration `json:"query_p50_ns,omitempty"`
+	QueryP99     time.Duration `json:"query_p99_ns,omitempty"`
+	PagesFetched int64         `json:"pages_fetched,omitempty"`
 
 	BytesUp        int64   `json:"bytes_up"` // on the clients' TCP connections, HTTP included
 	BytesDown      int64   `json:"bytes_down"`

@@ -34,6 +34,10 @@ type Report struct {
 	DBPages uint32   `json:"db_pages"` // the database's size when the workloads start
 	Floor   Floor    `json:"floor"`
 	Results []Result `json:"results"`
+
+	// The cold-lazy workload's volume: its pages and its table's rows.
+	LazyPages uint32 `json:"lazy_pages,omitempty"`
+	LazyRows  int64  `json:"lazy_rows,omitempty"`
 }
 
 // Result returns the cell of workload and strategy, or nil.
@@ -85,9 +89,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	for _, w := range cfg.Workloads {
 		var rs []Result
 		var err error
-		if w == CatchUp {
+		switch w {
+		case CatchUp:
 			rs, err = rn.catchUp(ctx)
-		} else {
+		case ColdLazy:
+			rs, err = rn.coldLazy(ctx)
+		default:
 			rs, err = rn.rounds(ctx, w)
 		}
 		if err != nil {
@@ -96,6 +103,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Results = append(rep.Results, rs...)
 	}
 	rep.Backends, rep.DBPages = rep.backendsAbout(), rn.dbPages
+	rep.LazyPages, rep.LazyRows = rn.lazyPages, rn.lazyRows
 
 	rn.logf("floor: %d samples of a bare commit of the single writer's shape", cfg.FloorIterations)
 	if rep.Floor, err = rn.floor(ctx); err != nil {
@@ -104,7 +112,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if f := rep.Floor.PerCommit(); f > 0 {
 		for i := range rep.Results {
 			r := &rep.Results[i]
-			if r.Workload != CatchUp && r.Commits > 0 {
+			if r.Workload != CatchUp && r.Workload != ColdLazy && r.Commits > 0 {
 				r.FloorRatio = r.Seconds / float64(r.Commits) / f.Seconds()
 			}
 		}
@@ -128,6 +136,10 @@ type runner struct {
 	dbPages uint32
 	cells   int
 	machine *Machine // its load is sampled at each cell
+
+	// The cold-lazy volume, once seeded.
+	lazyPages uint32
+	lazyRows  int64
 }
 
 func (rn *runner) logf(format string, a ...any) {

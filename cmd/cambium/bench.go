@@ -26,8 +26,9 @@ serve) so that its CPU time is measured apart from the clients'.
 Strategies: hybrid (Cambium), strict-pages (stale commits rejected, the
 client re-runs and retries, as Graft), replay-all (every commit replayed, as
 SQLSync), full-file (every commit uploads the whole database file).
-Workloads: single, disjoint, hot-row, offline, catch-up (cold-lazy: n/a,
-lazy replicas are not implemented).
+Workloads: single, disjoint, hot-row, offline, catch-up, cold-lazy (a new
+lazy replica's first point query on a large volume, against the full-file
+client's download of the whole file).
 
 Flags (each backend flag falls back to the environment variable shown):
   --out DIR            output directory (default bench-results)
@@ -52,8 +53,9 @@ Sizes (defaults finish in under 5 minutes on 2 cores; --quick's in brackets):
   --offline N          offline: commits made offline, then pushed (%d [%d])
   --online N           offline: commits another replica pushes meanwhile (%d [%d])
   --versions N         catch-up: versions a reader is behind (%d [%d])
-  --readers N          catch-up: readers timed per strategy (%d [%d])
-  --db-size SIZE       rows preloaded before each workload (%s [%s])
+  --readers N          catch-up, cold-lazy: readers timed per strategy (%d [%d])
+  --db-size SIZE       rows preloaded before each workload but cold-lazy (%s [%s])
+  --lazy-size SIZE     cold-lazy: the volume a new lazy replica queries (%s [%s])
   --cell-time DUR      no new transaction starts after this in a cell (%s [%s])
   --rounds N           runs of each single, disjoint and hot-row cell, in a rotated
                        order, reporting the median (%d [%d])
@@ -68,6 +70,7 @@ Example:
 	bench.DefaultSizes.Online, bench.QuickSizes.Online, bench.DefaultSizes.Versions, bench.QuickSizes.Versions,
 	bench.DefaultSizes.Readers, bench.QuickSizes.Readers,
 	humanize.IBytes(uint64(bench.DefaultSizes.DBBytes)), humanize.IBytes(uint64(bench.QuickSizes.DBBytes)),
+	humanize.IBytes(uint64(bench.DefaultSizes.LazyBytes)), humanize.IBytes(uint64(bench.QuickSizes.LazyBytes)),
 	bench.DefaultCellTime, bench.QuickCellTime, bench.DefaultRounds, bench.QuickRounds, bench.DefaultFloorIterations, bench.QuickFloorIterations)
 
 func benchCommand() command { return command{name: "bench", run: runBench} }
@@ -123,6 +126,7 @@ func benchConfig(env *cliEnv, args []string) (bench.Config, bool, error) {
 	versions := fs.Int("versions", d.Versions, "")
 	readers := fs.Int("readers", d.Readers, "")
 	dbSize := fs.String("db-size", humanize.IBytes(uint64(d.DBBytes)), "")
+	lazySize := fs.String("lazy-size", humanize.IBytes(uint64(d.LazyBytes)), "")
 	cellTime := fs.Duration("cell-time", bench.DefaultCellTime, "")
 	floorSamples := fs.Int("floor-samples", bench.DefaultFloorIterations, "")
 	rounds := fs.Int("rounds", bench.DefaultRounds, "")
@@ -162,12 +166,18 @@ func benchConfig(env *cliEnv, args []string) (bench.Config, bool, error) {
 			*f.dst = *f.src
 		}
 	}
-	if set["db-size"] {
-		n, err := humanize.ParseBytes(*dbSize)
-		if err != nil {
-			return bench.Config{}, false, fmt.Errorf("--db-size %q: %w", *dbSize, err)
+	for _, f := range []struct {
+		name string
+		src  *string
+		dst  *int64
+	}{{"db-size", dbSize, &cfg.Sizes.DBBytes}, {"lazy-size", lazySize, &cfg.Sizes.LazyBytes}} {
+		if set[f.name] {
+			n, err := humanize.ParseBytes(*f.src)
+			if err != nil {
+				return bench.Config{}, false, fmt.Errorf("--%s %q: %w", f.name, *f.src, err)
+			}
+			*f.dst = int64(n)
 		}
-		cfg.Sizes.DBBytes = int64(n)
 	}
 	if *workloads != "" {
 		cfg.Workloads = strings.Split(*workloads, ",")

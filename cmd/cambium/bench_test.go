@@ -29,12 +29,12 @@ func TestBench_Config(t *testing.T) {
 		}
 	})
 	t.Run("Quick", func(t *testing.T) {
-		cfg, _, err := benchConfig(env, []string{"--quick", "--commits", "7", "--db-size", "64KiB", "--workloads", "single,hot-row", "--json"})
+		cfg, _, err := benchConfig(env, []string{"--quick", "--commits", "7", "--db-size", "64KiB", "--lazy-size", "1GiB", "--workloads", "single,hot-row", "--json"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		want := bench.QuickSizes
-		want.Commits, want.DBBytes = 7, 64<<10
+		want.Commits, want.DBBytes, want.LazyBytes = 7, 64<<10, 1<<30
 		if cfg.Sizes != want {
 			t.Fatalf("sizes %+v, want %+v (quick, with an explicit size winning)", cfg.Sizes, want)
 		}
@@ -61,7 +61,7 @@ func TestBench_Config(t *testing.T) {
 		}
 	})
 	t.Run("Bad", func(t *testing.T) {
-		for _, args := range [][]string{{"--cell-time", "0s"}, {"--db-size", "lots"}, {"extra"}, {"--commits", "x"}} {
+		for _, args := range [][]string{{"--cell-time", "0s"}, {"--db-size", "lots"}, {"--lazy-size", "big"}, {"extra"}, {"--commits", "x"}} {
 			if _, _, err := benchConfig(env, args); err == nil {
 				t.Errorf("bench %s: no error", strings.Join(args, " "))
 			}
