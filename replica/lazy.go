@@ -323,6 +323,17 @@ func (r *Replica) remoteForget(changed []uint32, count uint32, pages map[uint32]
 // pages changed since from, and the bytes at head of those it holds, plus
 // extra (pages its pending commits wrote, for a reset).
 func (r *Replica) fetchRemote(ctx context.Context, c *api.Client, from uint64, extra []uint32) (*remoteState, error) {
+	if len(extra) == 0 && r.Lazy().Resident == 0 {
+		// Holding nothing, it needs nothing but the head: listing a large
+		// volume's pages would cost the server a scan of its page index.
+		// The changed pages are then not known, so the new state forgets
+		// whatever is fetched meanwhile.
+		v, err := c.Volume(ctx, r.volume)
+		if err != nil {
+			return nil, fmt.Errorf("pull: %w", err)
+		}
+		return &remoteState{version: uint64(v.Head), count: v.PageCount, pages: map[uint32][]byte{}}, nil
+	}
 	ch, err := c.Changes(ctx, r.volume, int64(from))
 	if err != nil {
 		return nil, fmt.Errorf("pull: %w", err)
