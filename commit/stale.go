@@ -68,6 +68,12 @@ func (d *volumeDecider) stale(ctx context.Context, r *Request, base int64, mustR
 	if why == "" && policy == pgschema.PolicyNoMerge {
 		why = "the volume's policy is no-merge"
 	}
+	if why == "" && d.c.Pages != nil && len(r.Record) > 0 && d.c.Replayer != nil && d.conflictsInGroup(r, base) {
+		// Known without a query: a commit of this group wrote a page it
+		// read or wrote (on a hot row, most stale commits).
+		d.c.merges.note(d.vol.ID, false)
+		why = fmt.Sprintf("a commit stored in versions %d..%d wrote a page it read or wrote", base+1, d.head)
+	}
 	if why == "" && d.c.Pages != nil && len(r.Record) > 0 && d.c.Replayer != nil && !d.c.merges.worthTrying(d.vol.ID) {
 		why = "recent stale commits of this volume all conflicted; replayed without a merge check"
 	}
@@ -156,6 +162,41 @@ func (d *volumeDecider) detect(ctx context.Context, r *Request, base int64) (*co
 	if err != nil {
 		return nil, err
 	}
+	in := d.input(r, base, changed)
+	if conflict.Overlaps(in) {
+		// It cannot merge whatever page 1 says: page 1's stored copies
+		// are not read (on a hot row, most of the cost of finding out).
+		in.Page1Unread = true
+		return conflict.Detect(in), nil
+	}
+	if in.BaseCount, in.BasePage1, err = snap.page1At(ctx, base); err != nil {
+		return nil, err
+	}
+	if _, in.HeadPage1, err = snap.page1At(ctx, d.head); err != nil {
+		return nil, err
+	}
+	return conflict.Detect(in), nil
+}
+
+// conflictsInGroup reports whether a commit this group accepted on the
+// volume after r's base wrote a page (page 1 aside) that r read or wrote:
+// then r cannot merge (conflict.Overlaps), and finding out needs no query
+// of the page index.
+func (d *volumeDecider) conflictsInGroup(r *Request, base int64) bool {
+	var changed []conflict.Change
+	for _, a := range d.acc {
+		if a.nc.Version > base {
+			for _, p := range a.req.Pages {
+				changed = append(changed, conflict.Change{Page: p.No, Version: a.nc.Version})
+			}
+		}
+	}
+	return len(changed) > 0 && conflict.Overlaps(d.input(r, base, changed))
+}
+
+// input is the conflict.Input of r against changed, without page 1's
+// stored copies.
+func (d *volumeDecider) input(r *Request, base int64, changed []conflict.Change) conflict.Input {
 	in := conflict.Input{
 		Base: base, Head: d.head,
 		Changed:     changed,
@@ -173,19 +214,7 @@ func (d *volumeDecider) detect(ctx context.Context, r *Request, base int64) (*co
 			in.ClientPage1 = p.Data
 		}
 	}
-	if conflict.Overlaps(in) {
-		// It cannot merge whatever page 1 says: page 1's stored copies
-		// are not read (on a hot row, most of the cost of finding out).
-		in.Page1Unread = true
-		return conflict.Detect(in), nil
-	}
-	if in.BaseCount, in.BasePage1, err = snap.page1At(ctx, base); err != nil {
-		return nil, err
-	}
-	if _, in.HeadPage1, err = snap.page1At(ctx, d.head); err != nil {
-		return nil, err
-	}
-	return conflict.Detect(in), nil
+	return in
 }
 
 // nameTables names the tables and indexes of a report's conflicting pages
@@ -300,9 +329,10 @@ func readSetHint(rs []PageRange) []uint32 {
 // mergeOdds skips the merge check (a page-index query and page reads under
 // the volume's lock) for volumes whose stale commits keep conflicting — a
 // hot row, where every stale commit ends in a replay anyway — and probes
-// again now and then, backing off the way a failed check keeps telling it
-// to: after n conflicts in a row, it checks one stale commit in
-// min(n/mergeStreak, maxMergeSkip)+1.
+// again now and then, backing off exponentially while the checks keep
+// failing: after n conflicts in a row (n >= mergeStreak), it checks one
+// stale commit in min(2^(n/mergeStreak), maxMergeSkip+1). One merge resets
+// it. A replay where a merge was possible costs time, never correctness.
 type mergeOdds struct {
 	mu    sync.Mutex
 	state map[int64]*mergeState
@@ -315,7 +345,7 @@ type mergeState struct {
 
 const (
 	mergeStreak  = 8  // conflicts in a row before checks are skipped
-	maxMergeSkip = 16 // the most stale commits replayed between two checks
+	maxMergeSkip = 63 // the most stale commits replayed between two checks
 )
 
 // worthTrying reports whether the next stale commit of volume should be
@@ -327,7 +357,7 @@ func (m *mergeOdds) worthTrying(volume int64) bool {
 	if st == nil || st.conflicts < mergeStreak {
 		return true
 	}
-	if st.skipped >= min(st.conflicts/mergeStreak, maxMergeSkip) {
+	if st.skipped >= min(1<<min(st.conflicts/mergeStreak, 6)-1, maxMergeSkip) {
 		st.skipped = 0
 		return true
 	}

@@ -496,8 +496,8 @@ func TestCommitter_CachesStoredPages(t *testing.T) {
 	}
 }
 
-// fakeReplayer "replays" any record by writing page 1 with a fill byte of
-// its own: enough to take the replay path of a stale commit.
+// fakeReplayer "replays" any record by writing pages 1 and 2 with fill
+// bytes of its own: enough to take the replay path of a stale commit.
 type fakeReplayer struct{ calls atomic.Int64 }
 
 func (f *fakeReplayer) Replay(ctx context.Context, in replay.Input) (*replay.Output, error) {
@@ -506,7 +506,26 @@ func (f *fakeReplayer) Replay(ctx context.Context, in replay.Input) (*replay.Out
 	if err != nil {
 		return nil, err
 	}
-	return &replay.Output{PageCount: max(n, 1), Pages: map[uint32][]byte{1: page(0xee)}}, nil
+	return &replay.Output{PageCount: max(n, 2), Pages: map[uint32][]byte{1: page(0xee), 2: page(0xef)}}, nil
+}
+
+// changedCounting counts the page-index queries of conflict detection.
+type changedCounting struct {
+	pgschema.Metastore
+	calls atomic.Int64
+}
+
+func (m *changedCounting) ChangedPages(ctx context.Context, volume, from, to int64) ([]pgschema.PageRef, error) {
+	m.calls.Add(1)
+	return m.Metastore.ChangedPages(ctx, volume, from, to)
+}
+
+// storePages is commit.PageReader over a page store, uncached; the store
+// may be set after the committer is made.
+type storePages struct{ store pages.Store }
+
+func (s *storePages) ReadPages(ctx context.Context, pageSize int, keys []pages.PageKey, locs []pages.Location) ([][]byte, error) {
+	return pages.NewReader(s.store, nil, pageSize).ReadPages(ctx, keys, locs)
 }
 
 // TestCommitter_ContestedVolume: when a group holds two commits racing for
@@ -514,22 +533,38 @@ func (f *fakeReplayer) Replay(ctx context.Context, in replay.Input) (*replay.Out
 // replayed pages go up under the lock anyway, so the winner's go with them:
 // one PUT for the group, not an upload ahead as well. (Under policy strict
 // the loser is rejected, stores nothing, and the winner's pages go up
-// ahead: one PUT too.)
+// ahead: one PUT too.) And the loser, which wrote a page the winner wrote,
+// is known not to merge without a query of the page index.
 func TestCommitter_ContestedVolume(t *testing.T) {
 	ctx := context.Background()
 	rec := (&replay.Record{Statements: []replay.Statement{{SQL: "UPDATE c SET n = n + 1"}}}).Encode()
 	for _, tc := range []struct {
-		policy   string
-		decision commit.Decision // of the loser
-		puts     int
-	}{{pgschema.PolicyReplay, commit.Replayed, 1}, {pgschema.PolicyStrict, commit.Rejected, 1}} {
-		t.Run(tc.policy, func(t *testing.T) {
+		name      string
+		policy    string
+		base      int64             // of both racers; the head is 1
+		decisions []commit.Decision // of the two
+		puts      int
+		queries   int // of the pages changed since a base
+	}{
+		{"AtHead", pgschema.PolicyReplay, 1, []commit.Decision{commit.FastPath, commit.Replayed}, 1, 0},
+		{"AtHeadStrict", pgschema.PolicyStrict, 1, []commit.Decision{commit.FastPath, commit.Rejected}, 1, 0},
+		// Both stale: the first is checked for a merge (one query); the
+		// second wrote a page the first wrote, which needs none.
+		{"Stale", pgschema.PolicyReplay, 0, []commit.Decision{commit.Replayed, commit.Replayed}, 1, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			held, holding := make(chan struct{}), make(chan struct{})
 			var hold atomic.Bool
 			rp := &fakeReplayer{}
-			f, store := newCountingFixture(t, nil, func(c *commit.Committer) {
+			sp := &storePages{}
+			counted := &changedCounting{}
+			f, store := newCountingFixture(t, func(m pgschema.Metastore) pgschema.Metastore {
+				counted.Metastore = m
+				return counted
+			}, func(c *commit.Committer) {
 				c.Workers = 1
 				c.Replayer = rp
+				c.Pages = sp
 				c.Hooks.AfterUpload = func(string) {
 					if hold.CompareAndSwap(true, false) {
 						close(holding)
@@ -537,6 +572,7 @@ func TestCommitter_ContestedVolume(t *testing.T) {
 					}
 				}
 			})
+			sp.store = f.store
 			x, z := f.volume(t, "x"), f.volume(t, "z")
 			if _, err := f.meta.Configure(ctx, x.ID, pgschema.Settings{Policy: tc.policy}); err != nil {
 				t.Fatal(err)
@@ -555,7 +591,7 @@ func TestCommitter_ContestedVolume(t *testing.T) {
 			results := make(chan commit.Result, 2)
 			var wg sync.WaitGroup
 			for _, client := range []string{"a", "b"} {
-				r := req(client, 1, 0, 1, 1, 1)
+				r := req(client, 1, 0, tc.base, 2, 1, 2)
 				r.Record = rec
 				wg.Go(func() {
 					res, err := f.c.Submit(ctx, x, []commit.Request{r})
@@ -568,6 +604,7 @@ func TestCommitter_ContestedVolume(t *testing.T) {
 			}
 			waitFor(func() bool { return f.c.Queued() == 2 })
 			putsBefore, _ := store.counts()
+			queriesBefore := counted.calls.Load()
 			close(held)
 			wg.Wait()
 			close(results)
@@ -579,13 +616,16 @@ func TestCommitter_ContestedVolume(t *testing.T) {
 				got = append(got, r.Decision)
 			}
 			slices.Sort(got)
-			want := []commit.Decision{commit.FastPath, tc.decision}
+			want := slices.Clone(tc.decisions)
 			slices.Sort(want)
 			if !slices.Equal(got, want) {
 				t.Fatalf("decisions %v, want %v", got, want)
 			}
 			if puts, deletes := store.counts(); puts-putsBefore != tc.puts || deletes != 0 {
 				t.Fatalf("the racing group put %d segments and deleted %d, want %d and 0", puts-putsBefore, deletes, tc.puts)
+			}
+			if n := counted.calls.Load() - queriesBefore; n != int64(tc.queries) {
+				t.Fatalf("the racing group queried the pages changed %d times, want %d", n, tc.queries)
 			}
 			f.mustIndexMatchesSegments(t, x)
 		})
