@@ -56,7 +56,7 @@ func volumeOps(volume string) map[string]struct {
 			_, err := c.ReadPages(ctx, volume, 1, []uint32{1}, func(api.StreamedPage) error { return nil })
 			return err
 		}},
-		"changes": {api.AccessRead, func(ctx context.Context, c *api.Client) error { _, err := c.Changes(ctx, volume, 0); return err }},
+		"changes":  {api.AccessRead, func(ctx context.Context, c *api.Client) error { _, err := c.Changes(ctx, volume, 0); return err }},
 		"mutators": {api.AccessRead, func(ctx context.Context, c *api.Client) error { _, err := c.Mutators(ctx, volume); return err }},
 		"commits": {api.AccessRead, func(ctx context.Context, c *api.Client) error {
 			_, err := c.ClientCommits(ctx, volume, "x", 1, 10)
