@@ -72,7 +72,7 @@ func (d *volumeDecider) stale(ctx context.Context, r *Request, base int64, mustR
 		// Known without a query: a commit of this group wrote a page it
 		// read or wrote (on a hot row, most stale commits).
 		d.c.merges.note(d.vol.ID, false)
-		why = fmt.Sprintf("a commit stored in versions %d..%d wrote a page it read or wrote", base+1, d.head)
+		why = fmt.Sprintf("a commit in versions %d..%d wrote a page it read or wrote", base+1, d.head)
 	}
 	if why == "" && d.c.Pages != nil && len(r.Record) > 0 && d.c.Replayer != nil && !d.c.merges.worthTrying(d.vol.ID) {
 		why = "recent stale commits of this volume all conflicted; replayed without a merge check"
