@@ -277,6 +277,7 @@ func TestStore_ChangedPagesModel(t *testing.T) {
 						t.Fatalf("plan of ChangedPages(%d, %d, %d) has a %s:\n%s", m.id, r[0], r[1], join, plan)
 					}
 				}
+
 			}
 		}
 	}
@@ -294,6 +295,41 @@ func changedPagesScale() int {
 	return 1
 }
 
+// stageOtherVolumes fills the schema with 4 other volumes of 2,000 pages,
+// versions commits each writing 4 of them, and runs ANALYZE, with
+// autovacuum off: the statistics a volume written afterwards is judged by
+// are stale, as they are on a server (which never runs ANALYZE).
+func stageOtherVolumes(tb testing.TB, s *Store, versions int64) {
+	tb.Helper()
+	ctx := context.Background()
+	for _, table := range []string{"page_index", "commits", "segments", "volumes"} {
+		mustExec(tb, s, "ALTER TABLE "+table+" SET (autovacuum_enabled = false)")
+	}
+	const fillers, fillerPages = 4, 2000
+	fillerVersions := versions
+	var ids []int64
+	for i := range fillers {
+		v, err := s.CreateVolume(ctx, fmt.Sprintf("filler-%d", i), 4096)
+		if err != nil {
+			tb.Fatalf("CreateVolume: %v", err)
+		}
+		ids = append(ids, v.ID)
+	}
+	mustExec(tb, s, `INSERT INTO segments (key) SELECT 'segments/filler-' || n FROM generate_series(1, 1000) n`)
+	mustExec(tb, s, `
+INSERT INTO commits (volume_id, version, base, client_id, client_seq, decision, page_count, pages_count, received_at)
+SELECT v, n, n - 1, 'filler', n, 'fast-path', $3, 4, now()
+FROM unnest($1::bigint[]) v, generate_series(1, $2::bigint) n`, ids, fillerVersions, fillerPages)
+	// The offsets 0, 729, 1458 and 187 (k × 104729 mod 2000) keep a
+	// commit's 4 pages distinct.
+	mustExec(tb, s, `
+INSERT INTO page_index (volume_id, page_no, version, segment_id, frame_offset, frame_length, page_offset, hash)
+SELECT v, 1 + (n * 7919 + k * 104729 + v * 13) % $3, n, (SELECT min(id) FROM segments) + n % 1000, k * 1500, 1500, 0, n
+FROM unnest($1::bigint[]) v, generate_series(1, $2::bigint) n, generate_series(0, 3) k`, ids, fillerVersions, fillerPages)
+	mustExec(tb, s, `UPDATE volumes SET head = $2, page_count = $3 WHERE id = ANY($1)`, ids, fillerVersions, fillerPages)
+	mustExec(tb, s, "ANALYZE")
+}
+
 // BenchmarkChangedPagesPlan reproduces BENCHMARKS.md finding 3. Other
 // volumes fill page_index (100,000 rows × scale, inserted by SQL) and
 // ANALYZE runs, as autovacuum would after them; then, through AppendAll as
@@ -307,41 +343,16 @@ func changedPagesScale() int {
 //
 //	scripts/with-services go test -run XXX -bench ChangedPagesPlan ./pgschema/pgstore/
 //	CAMBIUM_CHANGED_PAGES_SCALE=10 scripts/with-services go test -run XXX -bench ChangedPagesPlan -timeout 1h ./pgschema/pgstore/
+
 func BenchmarkChangedPagesPlan(b *testing.B) {
 	ctx := context.Background()
 	scale := changedPagesScale()
 	s := mustOpenStore(b)
-	for _, table := range []string{"page_index", "commits", "segments", "volumes"} {
-		mustExec(b, s, "ALTER TABLE "+table+" SET (autovacuum_enabled = false)")
-	}
-
-	// Other volumes: 4 of 2,000 pages, each commit writing 4 of them.
 	start := time.Now()
-	const fillers, fillerPages = 4, 2000
-	fillerVersions := int64(6250 * scale)
-	var ids []int64
-	for i := range fillers {
-		v, err := s.CreateVolume(ctx, fmt.Sprintf("filler-%d", i), 4096)
-		if err != nil {
-			b.Fatalf("CreateVolume: %v", err)
-		}
-		ids = append(ids, v.ID)
-	}
-	mustExec(b, s, `INSERT INTO segments (key) SELECT 'segments/filler-' || n FROM generate_series(1, 1000) n`)
-	mustExec(b, s, `
-INSERT INTO commits (volume_id, version, base, client_id, client_seq, decision, page_count, pages_count, received_at)
-SELECT v, n, n - 1, 'filler', n, 'fast-path', $3, 4, now()
-FROM unnest($1::bigint[]) v, generate_series(1, $2::bigint) n`, ids, fillerVersions, fillerPages)
-	// The offsets 0, 729, 1458 and 187 (k × 104729 mod 2000) keep a
-	// commit's 4 pages distinct.
-	mustExec(b, s, `
-INSERT INTO page_index (volume_id, page_no, version, segment_id, frame_offset, frame_length, page_offset, hash)
-SELECT v, 1 + (n * 7919 + k * 104729 + v * 13) % $3, n, (SELECT min(id) FROM segments) + n % 1000, k * 1500, 1500, 0, n
-FROM unnest($1::bigint[]) v, generate_series(1, $2::bigint) n, generate_series(0, 3) k`, ids, fillerVersions, fillerPages)
-	mustExec(b, s, `UPDATE volumes SET head = $2, page_count = $3 WHERE id = ANY($1)`, ids, fillerVersions, fillerPages)
-	mustExec(b, s, "ANALYZE")
+	stageOtherVolumes(b, s, int64(6250*scale))
 
 	rng := rand.New(rand.NewPCG(1, 2))
+
 	catchUp, err := s.CreateVolume(ctx, "catch-up", 4096)
 	if err != nil {
 		b.Fatalf("CreateVolume: %v", err)
@@ -452,4 +463,31 @@ func benchPlanCommit(vol, version int64, pageCount uint32, pageNos []uint32) pgs
 			Segment: seg, FrameOffset: int64(i) * 1500, FrameLength: 1500, Hash: uint64(p)}})
 	}
 	return c
+}
+
+// TestStore_PageCountLookupPlan: under statistics taken before a volume
+// grew, the page count of a version (inside PageAt, PagesAt and
+// ChangedPages) is one probe of the commits' primary key. Led by the
+// volume, the idempotency key's index used to win it and walk the volume's
+// every commit (migration 0004).
+func TestStore_PageCountLookupPlan(t *testing.T) {
+	ctx := context.Background()
+	s := mustOpenStore(t)
+	stageOtherVolumes(t, s, 2000)
+	v, err := s.CreateVolume(ctx, "grown", 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const versions = 2000
+	var cs []pgschema.NewCommit
+	for n := int64(1); n <= versions; n++ {
+		cs = append(cs, benchPlanCommit(v.ID, n, 16, []uint32{1, 2 + uint32(n%15)}))
+	}
+	mustAppendAll(t, s, v.ID, cs)
+	for _, r := range [][2]int64{{versions - 10, versions}, {0, versions}} {
+		plan := explain(t, s, changedPagesSQL, false, v.ID, r[0], r[1])
+		if !strings.Contains(plan, "commits_pkey") || strings.Contains(plan, "commits_idempotency_key") {
+			t.Fatalf("ChangedPages(%d, %d): the page count is not looked up by the commits' primary key:\n%s", r[0], r[1], plan)
+		}
+	}
 }
