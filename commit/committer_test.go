@@ -343,22 +343,49 @@ func TestCommitter_Concurrent(t *testing.T) {
 	}
 }
 
+// groupHold holds one group at its segment upload (install hook as, or
+// from, Hooks.AfterUpload), so that batches submitted meanwhile queue up
+// behind it, in order, and form the next group.
+type groupHold struct {
+	on      atomic.Bool
+	holding chan struct{}
+	release chan struct{}
+}
+
+func newGroupHold() *groupHold {
+	return &groupHold{holding: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (h *groupHold) hook(string) {
+	if h.on.CompareAndSwap(true, false) {
+		close(h.holding)
+		<-h.release
+	}
+}
+
+// submitHeld submits reqs to vol and returns once their group is held at
+// its upload; the channel gets Submit's error once released.
+func (h *groupHold) submitHeld(ctx context.Context, c *commit.Committer, vol pgschema.Volume, reqs []commit.Request) <-chan error {
+	h.on.Store(true)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Submit(ctx, vol, reqs)
+		done <- err
+	}()
+	<-h.holding
+	return done
+}
+
 // TestCommitter_GroupDecisions puts, in one group, a batch and its retry, a
 // batch whose parent was decided earlier in the group, one whose parent was
 // stored before it, and one whose parent the group rejected: each is decided
 // as it would be alone, from one lookup of the group's keys.
 func TestCommitter_GroupDecisions(t *testing.T) {
 	ctx := context.Background()
-	release, holding := make(chan struct{}), make(chan struct{})
-	var hold atomic.Bool
+	hold := newGroupHold()
 	f := newFixture(t, func(c *commit.Committer) {
 		c.Workers = 1
-		c.Hooks.AfterUpload = func(string) {
-			if hold.CompareAndSwap(true, false) {
-				close(holding)
-				<-release
-			}
-		}
+		c.Hooks.AfterUpload = hold.hook
 	})
 	v, w := f.volume(t, "v"), f.volume(t, "w")
 	// Stored before the group: w's version 1, client "p" sequence 1.
@@ -367,13 +394,7 @@ func TestCommitter_GroupDecisions(t *testing.T) {
 	}
 	// Hold the next group at its upload so that the batches below queue up
 	// behind it, in order, and form one group.
-	hold.Store(true)
-	held := make(chan error, 1)
-	go func() {
-		_, err := f.c.Submit(ctx, w, []commit.Request{req("p", 2, 1, 0, 1, 1)})
-		held <- err
-	}()
-	<-holding
+	held := hold.submitHeld(ctx, f.c, w, []commit.Request{req("p", 2, 1, 0, 1, 1)})
 	batches := []struct {
 		vol  pgschema.Volume
 		reqs []commit.Request
@@ -397,7 +418,7 @@ func TestCommitter_GroupDecisions(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	close(release)
+	close(hold.release)
 	wg.Wait()
 	close(errs)
 	for err := range errs {

@@ -326,17 +326,13 @@ func TestCommitter_UploadAhead(t *testing.T) {
 	t.Run("AheadAndLocked", func(t *testing.T) {
 		// One group holds a predicted commit and one that is not: two
 		// segments, both uploaded before the transaction commits.
-		held, holding := make(chan struct{}), make(chan struct{})
-		var hold atomic.Bool
+		hold := newGroupHold()
 		var afterUpload atomic.Int64
 		f, store := newCountingFixture(t, nil, func(c *commit.Committer) {
 			c.Workers = 1
-			c.Hooks.AfterUpload = func(string) {
+			c.Hooks.AfterUpload = func(key string) {
 				afterUpload.Add(1)
-				if hold.CompareAndSwap(true, false) {
-					close(holding)
-					<-held
-				}
+				hold.hook(key)
 			}
 		})
 		x, w, z := f.volume(t, "x"), f.volume(t, "w"), f.volume(t, "z")
@@ -345,13 +341,7 @@ func TestCommitter_UploadAhead(t *testing.T) {
 		}
 		// Hold the next group at its upload, so that the two batches below
 		// queue up behind it and form one group.
-		hold.Store(true)
-		first := make(chan error, 1)
-		go func() {
-			_, err := f.c.Submit(ctx, z, []commit.Request{req("z", 1, 0, 0, 1, 1)})
-			first <- err
-		}()
-		<-holding
+		first := hold.submitHeld(ctx, f.c, z, []commit.Request{req("z", 1, 0, 0, 1, 1)})
 		var wg sync.WaitGroup
 		for _, b := range []struct {
 			vol pgschema.Volume
@@ -370,7 +360,7 @@ func TestCommitter_UploadAhead(t *testing.T) {
 		waitFor(func() bool { return f.c.Queued() == 2 })
 		putsBefore, _ := store.counts()
 		hooksBefore := afterUpload.Load()
-		close(held)
+		close(hold.release)
 		wg.Wait()
 		if err := <-first; err != nil {
 			t.Fatal(err)
@@ -553,8 +543,7 @@ func TestCommitter_ContestedVolume(t *testing.T) {
 		{"Stale", pgschema.PolicyReplay, 0, []commit.Decision{commit.Replayed, commit.Replayed}, 1, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			held, holding := make(chan struct{}), make(chan struct{})
-			var hold atomic.Bool
+			hold := newGroupHold()
 			rp := &fakeReplayer{}
 			sp := &storePages{}
 			counted := &changedCounting{}
@@ -565,12 +554,7 @@ func TestCommitter_ContestedVolume(t *testing.T) {
 				c.Workers = 1
 				c.Replayer = rp
 				c.Pages = sp
-				c.Hooks.AfterUpload = func(string) {
-					if hold.CompareAndSwap(true, false) {
-						close(holding)
-						<-held
-					}
-				}
+				c.Hooks.AfterUpload = hold.hook
 			})
 			sp.store = f.store
 			x, z := f.volume(t, "x"), f.volume(t, "z")
@@ -581,13 +565,7 @@ func TestCommitter_ContestedVolume(t *testing.T) {
 			if _, err := f.c.Submit(ctx, x, []commit.Request{seed}); err != nil {
 				t.Fatal(err)
 			}
-			hold.Store(true)
-			first := make(chan error, 1)
-			go func() {
-				_, err := f.c.Submit(ctx, z, []commit.Request{req("z", 1, 0, 0, 1, 1)})
-				first <- err
-			}()
-			<-holding
+			first := hold.submitHeld(ctx, f.c, z, []commit.Request{req("z", 1, 0, 0, 1, 1)})
 			results := make(chan commit.Result, 2)
 			var wg sync.WaitGroup
 			for _, client := range []string{"a", "b"} {
@@ -605,7 +583,7 @@ func TestCommitter_ContestedVolume(t *testing.T) {
 			waitFor(func() bool { return f.c.Queued() == 2 })
 			putsBefore, _ := store.counts()
 			queriesBefore := counted.calls.Load()
-			close(held)
+			close(hold.release)
 			wg.Wait()
 			close(results)
 			if err := <-first; err != nil {
