@@ -220,19 +220,12 @@ func (rn *runner) coldLazy(ctx context.Context) (_ []Result, err error) {
 	readers := rn.cfg.Sizes.Readers
 	var out []Result
 	for _, st := range rn.cfg.Strategies {
-		// As in catch-up: each strategy's readers start on a cold server,
-		// a new process with its page cache empty. The first reader pays
-		// for reading the pages from the store, the others find the upper
-		// levels of the index and the table cached.
-		if err := c.srv.Stop(); err != nil {
+		// The first reader pays for reading the pages from the store, the
+		// others find the upper levels of the index and the table cached.
+		sub, cl, err := c.restartCold(ctx, st)
+		if err != nil {
 			return nil, err
 		}
-		if c.srv, err = startServer(ctx, rn.cfg, rn.serverConfig(Hybrid, c.dir)); err != nil {
-			return nil, fmt.Errorf("%s: restart the server: %w", ColdLazy, err)
-		}
-		c.admin = api.NewClient(c.srv.URL)
-		sub := &cell{rn: rn, workload: ColdLazy, strategy: st, dir: c.dir, volume: c.volume, srv: c.srv, meter: c.meter, tally: &tally{}, admin: c.admin}
-		cl := c.meter.client(c.srv.URL)
 		var queries []time.Duration
 		var fetched int64
 		for i := range readers {

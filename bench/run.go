@@ -174,6 +174,22 @@ func settings(strategy string) api.Settings {
 }
 
 // cell is one workload under one strategy on a server of its own.
+// restartCold restarts the cell's server, a new process with its page
+// cache empty, so that strategy st's readers (catch-up, cold-lazy) start
+// cold; it returns the cell that measures them and their metered client.
+func (c *cell) restartCold(ctx context.Context, st string) (*cell, *api.Client, error) {
+	if err := c.srv.Stop(); err != nil {
+		return nil, nil, err
+	}
+	srv, err := startServer(ctx, c.rn.cfg, c.rn.serverConfig(Hybrid, c.dir))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: restart the server: %w", c.workload, err)
+	}
+	c.srv, c.admin = srv, api.NewClient(srv.URL)
+	sub := &cell{rn: c.rn, workload: c.workload, strategy: st, dir: c.dir, volume: c.volume, srv: c.srv, meter: c.meter, tally: &tally{}, admin: c.admin}
+	return sub, c.meter.client(c.srv.URL), nil
+}
+
 type cell struct {
 	rn                 *runner
 	workload, strategy string

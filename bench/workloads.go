@@ -356,18 +356,10 @@ func (rn *runner) catchUp(ctx context.Context) (_ []Result, err error) {
 
 	var out []Result
 	for _, st := range rn.cfg.Strategies {
-		// Each strategy's readers start on a cold server: a new process,
-		// its page cache empty. The first reader pays for reading the
-		// pages from the store, the others find them cached.
-		if err := c.srv.Stop(); err != nil {
+		sub, cl, err := c.restartCold(ctx, st)
+		if err != nil {
 			return nil, err
 		}
-		if c.srv, err = startServer(ctx, rn.cfg, rn.serverConfig(Hybrid, c.dir)); err != nil {
-			return nil, fmt.Errorf("%s: restart the server: %w", CatchUp, err)
-		}
-		c.admin = api.NewClient(c.srv.URL)
-		sub := &cell{rn: rn, workload: CatchUp, strategy: st, dir: c.dir, volume: c.volume, srv: c.srv, meter: c.meter, tally: &tally{}, admin: c.admin}
-		cl := c.meter.client(c.srv.URL)
 		for i := range s.Readers {
 			var r writer
 			if st == FullFile {
